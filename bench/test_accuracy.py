@@ -1,0 +1,74 @@
+"""Accuracy of each .tflite through the interpreter, on the data set's evaluation split.
+
+Floors are measured values minus headroom, keyed by (data kind, scale, model). Each was produced by
+the command and on the date written beside it; a data set or scale without a floor falls back to
+"beat the majority class", which every fine-tuned model must.
+"""
+
+import pytest
+
+from edgemodels import data, suite
+
+pytestmark = pytest.mark.accuracy
+
+FLOORS: dict[tuple[str, str, str], float] = {
+    # pytest bench/ --device=desktop --scale=ci (builtin), 2026-11-24, 2-core x86-64 CI machine:
+    # filled from the first measured run; see README "Measured results".
+}
+
+
+def _floor(bench, case, majority: float) -> tuple[float, str]:
+    kind = data.parse_spec(bench.data_spec).kind
+    key = (kind, bench.scale.name, case.model)
+    if key in FLOORS:
+        return FLOORS[key], f"recorded floor for {key}"
+    return majority, "majority-class baseline (no floor recorded for this data set and scale)"
+
+
+def _require_trained(art, case):
+    if not art.manifest.get("trained"):
+        pytest.skip(f"{case.model} is a random init from its exact config (no pretrained weights: "
+                    f"{'; '.join(art.manifest.get('weights_trail') or [])}); accuracy would be meaningless")
+
+
+def test_accuracy_floor(bench, case):
+    art = bench.artifact(case)
+    _require_trained(art, case)
+    acc = bench.accuracy(case)
+    row = bench.row(case)
+    row.accuracy, row.macro_f1 = acc.accuracy, acc.macro_f1
+    floor, why = _floor(bench, case, acc.majority_accuracy)
+    assert acc.accuracy >= floor, (
+        f"{case.id}: accuracy {acc.accuracy:.4f} on {acc.n} examples < {floor:.4f} ({why}); "
+        f"macro-F1 {acc.macro_f1:.4f}, runtime {acc.runtime} {acc.runtime_version}")
+
+
+def test_drop_vs_fp32(bench, case):
+    if case.quant == "fp32":
+        pytest.skip("fp32 is the reference")
+    ref_case = bench.case(case.model, "fp32", case.seq) or bench.case(case.model, "fp32")
+    if ref_case is None:
+        pytest.skip(f"no {case.model} fp32 artifact in this run to compare against")
+    art = bench.artifact(case)
+    _require_trained(art, case)
+    drop = 100 * (bench.accuracy(ref_case).accuracy - bench.accuracy(case).accuracy)
+    bench.row(case).accuracy_drop = drop
+    tol = suite.MODE_DROP_TOLERANCE_PTS[case.quant]
+    assert drop <= tol, f"{case.id}: {drop:.2f} points below {ref_case.id}; tolerance {tol} points for {case.quant}"
+
+
+@pytest.mark.paper
+@pytest.mark.parametrize("large,compact", suite.PAIRS, ids=[f"{a}-vs-{b}" for a, b in suite.PAIRS])
+def test_compact_vs_large(bench, large, compact):
+    """The paper: quantized MobileBERT loses 4.1 points against BERT-Large (both fine-tuned)."""
+    big, small = bench.case(large, "fp32"), bench.case(compact, "drq")
+    if big is None or small is None:
+        pytest.skip(f"needs {large} fp32 and {compact} drq in this run's matrix")
+    for c in (big, small):
+        _require_trained(bench.artifact(c), c)
+    a_big, a_small = bench.accuracy(big), bench.accuracy(small)
+    drop = 100 * (a_big.accuracy - a_small.accuracy)
+    bench.report.add_claim(bench.claim_accuracy(large, compact, a_big, a_small, drop))
+    assert drop <= suite.PAPER_DROP_PTS, (
+        f"{compact} drq is {drop:.2f} points below {large} fp32 ({a_small.accuracy:.4f} vs {a_big.accuracy:.4f} "
+        f"on {a_big.n} examples); the paper's figure is {suite.PAPER_DROP_PTS}")

@@ -1,0 +1,34 @@
+"""Does the device's own runtime load the artifact, and compute what x86 computes?
+
+On the device: its installed runtime. Off the device: the device's actual ARM runtime build under QEMU
+user-mode emulation (edgemodels/emulation.py), pinned to the device's CPU model. Times under emulation
+are never device times; only loadability, outputs and sample accuracy are reported.
+"""
+
+import pytest
+
+from edgemodels import suite
+
+pytestmark = [pytest.mark.compat, pytest.mark.emulation]
+
+
+def test_device_runtime(bench, case):
+    result = bench.device_run(case)  # skips with the reason and the enabling command if qemu is missing
+    row = bench.row(case)
+    expected_refusal = suite.expected_refusal(bench.profile.runtime, bench.profile.runtime_version, case.quant)
+    if not result.loads:
+        works = [m for m in suite.ALL_MODES if not suite.expected_refusal(
+            bench.profile.runtime, bench.profile.runtime_version, m)]
+        msg = (f"{bench.profile.runtime} {bench.profile.runtime_version} on {bench.device} refuses {case.id}: "
+               f"{result.error}. Modes that load there: {', '.join(works)}")
+        if expected_refusal:
+            pytest.xfail(msg)
+        pytest.fail(msg)
+    assert not expected_refusal, (
+        f"{case.id} loads on {bench.profile.runtime} {bench.profile.runtime_version}, which suite.py expects to "
+        "refuse it: update suite.EXPECTED_REFUSALS")
+    if result.max_abs_diff is not None:
+        tol = suite.ARM_DIFF_TOLERANCE[case.quant]
+        assert result.max_abs_diff <= tol, (
+            f"{case.id}: logits on {result.method} differ from the x86 fp32 reference by "
+            f"{result.max_abs_diff:.4g} > {tol} (tolerance for {case.quant})")

@@ -1,0 +1,23 @@
+"""Peak resident memory of a fresh process that loads the model and runs it, against the device budget.
+
+The budget is the device's RAM times the share an application may use (devices.py). Off the device the
+same runtime runs here in a child process and its peak RSS is compared with the device's budget; a
+child past 1.5x the budget is stopped (the budget is enforced, not crashed into). A large model that
+cannot fit (BERT-Large fp32 on a 1 GB Pi 3) is an expected outcome: xfail with its numbers.
+"""
+
+import pytest
+
+pytestmark = pytest.mark.memory
+
+
+def test_memory_fits(bench, case):
+    res = bench.memory(case)
+    mib = 1 << 20
+    msg = (f"{case.id} on {bench.device}: peak RSS {res.peak_rss_bytes / mib:.0f} MiB vs budget "
+           f"{res.budget_bytes / mib:.0f} MiB ({bench.profile.title}; runtime {res.runtime} {res.runtime_version})")
+    if res.error and res.fits is False and "exceeded budget" not in res.error:
+        pytest.fail(f"{msg}: the process failed: {res.error}")
+    if not res.fits and not case.compact:
+        pytest.xfail(f"does not fit (expected for a large model): {msg}")
+    assert res.fits, f"does not fit: {msg}"

@@ -1,0 +1,5 @@
+import sys
+
+from edgemodels.cli import main
+
+sys.exit(main())

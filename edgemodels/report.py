@@ -1,0 +1,638 @@
+"""Collect bench results into one report: a terminal table, report.json, report.png, baselines.
+
+The bench tests each fill a few fields of a shared `Row` per (device, model, mode, seq); this module
+only formats, plots, stores and compares what they measured. Nothing here invents a figure: every
+speed figure must carry its method ("measured" on the device, "projected" from another machine), and
+a row that has one without the other is refused, because an unlabelled projection would read as a
+measurement.
+
+Only the stdlib and tabulate are imported at module import (psutil when host info is asked for); matplotlib is imported
+inside `write_png` so that a device with just a TFLite runtime can still print the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from tabulate import tabulate
+
+Method = Literal["measured", "projected"]
+METHODS: tuple[str, ...] = ("measured", "projected")
+THROUGHPUT_TARGET_PER_S = 1.0
+"""The paper's bar for "usable on the device": at least one classification per second."""
+
+_BASELINE_SCHEMA = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Data model
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One (device, model, mode, seq) result line; mutable because several tests fill it in turn.
+
+    None means "not measured in this run", never zero.
+    """
+
+    device: str
+    model: str
+    mode: str
+    seq: str = "128"
+    size_bytes: int | None = None
+    ratio: float | None = None
+    """Size ratio vs the reference (largest fp32) artifact, e.g. 51.3."""
+    accuracy: float | None = None
+    """Fraction 0..1."""
+    macro_f1: float | None = None
+    accuracy_drop: float | None = None
+    """Percentage points vs the same model in fp32 (positive = worse)."""
+    inferences_per_s: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    method: str | None = None
+    """"measured" | "projected"; required whenever a speed figure is set."""
+    threads: int | None = None
+    peak_rss_bytes: int | None = None
+    memory_budget_bytes: int | None = None
+    fits: bool | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    pretrained: bool | None = None
+    arm_loads: bool | None = None
+    arm_error: str | None = None
+    arm_max_abs_diff: float | None = None
+    arm_accuracy: float | None = None
+    x86_accuracy_sample: float | None = None
+    arm_method: str | None = None
+    """How ARM was exercised, e.g. "emulated ARM (qemu, cortex-a72)"."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.mode} seq={self.seq}"
+
+
+_SPEED_FIELDS = ("inferences_per_s", "p50_ms", "p90_ms", "p99_ms")
+
+
+def _check_speed_label(row: Row) -> None:
+    """Refuse a speed figure that does not say whether it was measured or projected."""
+    set_fields = [f for f in _SPEED_FIELDS if getattr(row, f) is not None]
+    if row.method is None and set_fields:
+        raise ValueError(
+            f"speed figure without measured/projected label: row {row.device} {row.key} has "
+            f"{', '.join(set_fields)} set but method=None; set row.method to 'measured' (timed on "
+            f"this device) or 'projected' (derived from another machine)"
+        )
+    if row.method is not None and row.method not in METHODS:
+        raise ValueError(
+            f"row {row.device} {row.key}: method={row.method!r} is not one of {METHODS}; "
+            f"set it to 'measured' or 'projected'"
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One line of the paper-claims table; holds=None means not measurable here (`ours` says why)."""
+
+    claim: str
+    paper: str
+    ours: str
+    definition: str
+    holds: bool | None
+
+
+def _seq_key(seq: str) -> tuple[int, int, str]:
+    return (0, int(seq), "") if seq.isdigit() else (1, 0, seq)
+
+
+def _row_sort_key(row: Row) -> tuple[Any, ...]:
+    return (row.model, row.mode, _seq_key(row.seq))
+
+
+class Report:
+    """All rows of one bench session on one device, plus the paper-claims lines."""
+
+    def __init__(self, device: str, machine: dict) -> None:
+        if not device:
+            raise ValueError("Report needs a device name (e.g. 'desktop', 'pi3')")
+        self.device = device
+        self.machine = dict(machine)
+        self._rows: dict[tuple[str, str, str], Row] = {}
+        self._claims: list[Claim] = []
+
+    def row(self, model: str, mode: str, seq: str = "128") -> Row:
+        """Get-or-create, so independent tests can fill different fields of the same line."""
+        seq = str(seq)
+        for name, value in (("model", model), ("mode", mode), ("seq", seq)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"Report.row: {name} must be a non-empty string, got {value!r}")
+        key = (model, mode, seq)
+        if key not in self._rows:
+            self._rows[key] = Row(device=self.device, model=model, mode=mode, seq=seq)
+        return self._rows[key]
+
+    def rows(self) -> list[Row]:
+        return sorted(self._rows.values(), key=_row_sort_key)
+
+    def add_claim(self, claim: Claim) -> None:
+        self._claims.append(claim)
+
+    @property
+    def claims(self) -> list[Claim]:
+        return list(self._claims)
+
+    def table(self) -> str:
+        """Human-readable results table; columns nobody filled are left out."""
+        return _rows_table(self.rows())
+
+    def to_json(self) -> dict:
+        rows = []
+        for r in self.rows():
+            _check_speed_label(r)
+            rows.append(asdict(r))  # every Row field, None included, so readers see the schema
+        doc = {
+            "device": self.device,
+            "machine": self.machine,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "rows": rows,
+            "claims": [asdict(c) for c in self._claims],
+        }
+        return _json_safe(doc)
+
+    def write(self, out_dir: Path) -> list[Path]:
+        """Write report.json and report.png into out_dir; returns the paths written."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        doc = self.to_json()  # validates labels before anything is written
+        json_path = out_dir / "report.json"
+        _atomic_write_text(json_path, _dumps(doc))
+        png_path = out_dir / "report.png"
+        write_png(self.rows(), png_path, self.device)
+        return [json_path, png_path]
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt_mb(n: float | None) -> str:
+    if n is None:
+        return ""
+    mb = n / 1e6
+    return f"{mb:.1f}" if mb >= 100 else f"{mb:.2f}"
+
+
+def _fmt_pct(frac: float | None) -> str:
+    return "" if frac is None else f"{frac * 100:.1f}%"
+
+
+def _fmt_sig(x: float | None, digits: int = 3) -> str:
+    """Three significant digits: 0.0512, 1.23, 215 -- throughput spans four orders of magnitude."""
+    if x is None:
+        return ""
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:.{decimals}f}"
+
+
+def _fmt_arm(r: Row) -> str:
+    if r.arm_loads is None:
+        return ""
+    if not r.arm_loads:
+        return f"FAILS: {r.arm_error}" if r.arm_error else "FAILS"
+    parts = ["loads"]
+    if r.arm_max_abs_diff is not None:
+        parts.append(f"max abs diff {r.arm_max_abs_diff:.2g}")  # no "|": breaks markdown tables
+    if r.arm_accuracy is not None:
+        vs = f" vs {_fmt_pct(r.x86_accuracy_sample)} x86" if r.x86_accuracy_sample is not None else ""
+        parts.append(f"acc {_fmt_pct(r.arm_accuracy)} ARM{vs}")
+    return " / ".join(parts)
+
+
+def _fmt_bool(b: bool | None) -> str:
+    return "" if b is None else ("yes" if b else "NO")
+
+
+_NOT_PRETRAINED = "†"
+
+
+def _rows_table(rows: list[Row]) -> str:
+    if not rows:
+        return "(no results)"
+    headers = ["model", "mode", "seq", "size MB", "ratio", "acc", "drop pt", "inf/s", "threads",
+               "p90 ms", "peak MB", "fits", "runtime", "ARM", "notes"]
+    body: list[list[str]] = []
+    for r in rows:
+        _check_speed_label(r)
+        model = r.model + (_NOT_PRETRAINED if r.pretrained is False else "")
+        runtime = " ".join(x for x in (r.runtime, r.runtime_version) if x)
+        body.append([
+            model, r.mode, r.seq,
+            _fmt_mb(r.size_bytes),
+            "" if r.ratio is None else f"{r.ratio:.1f}x",
+            _fmt_pct(r.accuracy),
+            "" if r.accuracy_drop is None else f"{r.accuracy_drop:+.1f}",
+            "" if r.inferences_per_s is None else f"{_fmt_sig(r.inferences_per_s)} ({r.method})",
+            "" if r.threads is None else str(r.threads),
+            "" if r.p90_ms is None else f"{r.p90_ms:.1f}",
+            _fmt_mb(r.peak_rss_bytes),
+            _fmt_bool(r.fits),
+            runtime,
+            _fmt_arm(r),
+            "; ".join(r.notes),
+        ])
+    keep = [i for i in range(len(headers)) if i < 3 or any(line[i] for line in body)]
+    text = tabulate([[line[i] for i in keep] for line in body], headers=[headers[i] for i in keep],
+                    tablefmt="github", disable_numparse=True)
+    foot = []
+    if any(r.pretrained is False for r in rows):
+        foot.append(f"{_NOT_PRETRAINED} not initialised from pretrained weights: accuracy is not "
+                    f"comparable to the paper's")
+    arm_methods = sorted({r.arm_method for r in rows if r.arm_method})
+    if arm_methods:
+        foot.append("ARM: " + "; ".join(arm_methods))
+    if any(r.method == "projected" for r in rows):
+        foot.append("projected = estimated from another machine's timing, not measured on this device")
+    return text + ("\n" + "\n".join(foot) if foot else "")
+
+
+def claims_table(claims: Iterable[Claim]) -> str:
+    """Paper claim vs what this run found, with how 'ours' was defined."""
+    claims = list(claims)
+    if not claims:
+        return "(no paper claims evaluated)"
+    verdict = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
+    return tabulate(
+        [[c.claim, c.paper, c.ours, verdict[c.holds], c.definition] for c in claims],
+        headers=["claim", "paper", "ours", "verdict", "definition"],
+        tablefmt="github", disable_numparse=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON / atomic files
+# --------------------------------------------------------------------------------------------------
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN), Paths -> str, tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar, without importing numpy
+        return _json_safe(obj.item())
+    return obj
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(_json_safe(doc), indent=2, allow_nan=False, default=str) + "\n"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, then os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------------
+
+
+def write_png(rows: list[Row], path: Path, device: str) -> None:
+    """Accuracy-vs-size and throughput panels; a panel without data says "no data" instead."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: not needed on a device
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for r in rows:
+        _check_speed_label(r)
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_acc, ax_spd = fig.subplots(1, 2)
+    fig.suptitle(f"edgemodels bench: {device}")
+    markers = "osD^v<>ph*"
+
+    # Panel 1: accuracy vs size, one series per mode, points labelled by model.
+    pts = [r for r in rows if r.size_bytes and r.accuracy is not None]
+    ax_acc.set_title("accuracy vs size")
+    if pts:
+        modes = sorted({r.mode for r in pts})
+        for i, mode in enumerate(modes):
+            sel = [r for r in pts if r.mode == mode]
+            ax_acc.scatter([r.size_bytes / 1e6 for r in sel], [r.accuracy * 100 for r in sel],
+                           marker=markers[i % len(markers)], s=50, label=mode)
+            for r in sel:
+                label = r.model if r.seq == "128" else f"{r.model} seq={r.seq}"
+                ax_acc.annotate(label, (r.size_bytes / 1e6, r.accuracy * 100),
+                                textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax_acc.set_xscale("log")
+        ax_acc.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_acc.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax_acc.xaxis.set_minor_formatter(NullFormatter())
+        ax_acc.margins(x=0.12, y=0.12)  # room for the point labels
+        ax_acc.set_xlabel("size (MB, log scale)")
+        ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.grid(True, which="both", alpha=0.3)
+        ax_acc.legend(title="mode", fontsize=8)
+    else:
+        _no_data(ax_acc)
+
+    # Panel 2: throughput bars, hatched when projected.
+    spd = [r for r in rows if r.inferences_per_s is not None]
+    ax_spd.set_title(f"throughput on {device}")
+    if spd:
+        many_seq = len({r.seq for r in spd}) > 1
+        labels = [f"{r.model}/{r.mode}" + (f"@{r.seq}" if many_seq else "") for r in spd]
+        values = [r.inferences_per_s for r in spd]
+        x = list(range(len(spd)))
+        bars = ax_spd.bar(x, values, color=["tab:orange" if r.method == "projected" else "tab:blue"
+                                            for r in spd])
+        for bar, r in zip(bars, spd):
+            if r.method == "projected":
+                bar.set_hatch("//")
+            ax_spd.annotate(f"{_fmt_sig(r.inferences_per_s)}\n{r.method}",
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        target = ax_spd.axhline(THROUGHPUT_TARGET_PER_S, color="red", linestyle="--", linewidth=1)
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive + [THROUGHPUT_TARGET_PER_S]) > 50:
+            ax_spd.set_yscale("log")
+        ax_spd.margins(y=0.15)  # room for the value labels above the tallest bar
+        ax_spd.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax_spd.set_ylabel("inferences / s")
+        ax_spd.legend(handles=[
+            Patch(facecolor="tab:blue", label="measured"),
+            Patch(facecolor="tab:orange", hatch="//", label="projected"),
+            target,
+        ], labels=["measured", "projected", f"target {THROUGHPUT_TARGET_PER_S:g}/s"], fontsize=8)
+    else:
+        _no_data(ax_spd)
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def _no_data(ax: Any) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=14,
+            color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# --------------------------------------------------------------------------------------------------
+# Host identity
+# --------------------------------------------------------------------------------------------------
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """x86 says "model name"; a Raspberry Pi's aarch64 kernel often only says "Model"/"Hardware"."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for key in ("model name", "Model", "Hardware", "Processor", "cpu model"):
+        m = re.search(rf"^{re.escape(key)}\s*:\s*(.+)$", text, re.MULTILINE)
+        if m and m.group(1).strip():
+            return m.group(1).strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _total_ram_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def machine_id() -> str:
+    """Stable id for "same hardware": throughput is only compared between runs with equal ids."""
+    arch = platform.machine() or "unknown"
+    cores = os.cpu_count() or 0
+    ram_gib = round(_total_ram_bytes() / 2**30)
+    digest = hashlib.sha256(f"{arch}|{_cpu_model()}|{cores}|{ram_gib}".encode()).hexdigest()[:8]
+    return f"{arch}-{cores}c-{ram_gib}g-{digest}"
+
+
+def machine_info() -> dict:
+    """Host facts recorded into report.json so a reader knows where the figures came from."""
+    import psutil
+
+    return {
+        "cpu_model": _cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "ram_bytes": _total_ram_bytes(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "arch": platform.machine(),
+        "machine_id": machine_id(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Baselines and regression gating
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    accuracy_drop_pts: float = 0.5
+    size_increase: float = 0.02
+    throughput_drop: float = 0.10
+
+
+@dataclass(frozen=True)
+class Regression:
+    model: str
+    mode: str
+    seq: str
+    metric: str
+    baseline: float
+    current: float
+    limit: str
+
+    def __str__(self) -> str:
+        where = f"{self.model}/{self.mode} seq={self.seq}"
+        if self.metric == "accuracy":
+            delta = f"{(self.current - self.baseline) * 100:+.2f} pt"
+            vals = f"{self.baseline:.4f} -> {self.current:.4f}"
+        elif self.metric == "size":
+            delta = f"{_rel(self.current, self.baseline):+.2%}"
+            vals = f"{self.baseline / 1e6:.3f} MB -> {self.current / 1e6:.3f} MB"
+        else:
+            delta = f"{_rel(self.current, self.baseline):+.2%}"
+            vals = f"{_fmt_sig(self.baseline)} -> {_fmt_sig(self.current)} inf/s"
+        return f"{where}: {self.metric} {vals} ({delta}; limit {self.limit})"
+
+
+def _rel(current: float, baseline: float) -> float:
+    return (current - baseline) / baseline if baseline else math.inf
+
+
+def baseline_path(baseline_dir: Path, device: str) -> Path:
+    return Path(baseline_dir) / f"{device}.json"
+
+
+def _row_id(model: str, mode: str, seq: str) -> tuple[str, str, str]:
+    return (model, mode, str(seq))
+
+
+def _load_baseline(path: Path, device: str) -> dict[tuple[str, str, str], dict]:
+    """Parse a baseline file; a broken one is an error naming the file and the fix, not a pass."""
+    fix = f"fix or delete {path} and re-create it with save_baseline on the reference machine"
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"baseline {path} is not valid JSON ({e}); {fix}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+        raise ValueError(f"baseline {path}: expected an object with a 'rows' list; {fix}")
+    if doc.get("device") not in (None, device):
+        raise ValueError(f"baseline {path} is for device {doc.get('device')!r}, not {device!r}; {fix}")
+    out: dict[tuple[str, str, str], dict] = {}
+    for i, r in enumerate(doc["rows"]):
+        if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("model", "mode", "seq")):
+            raise ValueError(f"baseline {path}: rows[{i}] lacks string fields model/mode/seq; {fix}")
+        out[_row_id(r["model"], r["mode"], r["seq"])] = r
+    return out
+
+
+def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
+    """Record this run's figures as the device's baseline, merged into the existing file.
+
+    Rows not in this run are kept; a field this run did not measure keeps its old value (the
+    throughput together with its method and machine_id, so a figure never gets another host's id).
+    """
+    path = baseline_path(baseline_dir, report.device)
+    old = _load_baseline(path, report.device) if path.exists() else {}
+    merged = dict(old)
+    for r in report.rows():
+        _check_speed_label(r)
+        prev = old.get(_row_id(r.model, r.mode, r.seq), {})
+        entry = {
+            "model": r.model, "mode": r.mode, "seq": r.seq,
+            "accuracy": r.accuracy if r.accuracy is not None else prev.get("accuracy"),
+            "size_bytes": r.size_bytes if r.size_bytes is not None else prev.get("size_bytes"),
+        }
+        if r.inferences_per_s is not None:
+            entry.update(inferences_per_s=r.inferences_per_s, method=r.method, machine_id=machine_id)
+        else:
+            entry.update(inferences_per_s=prev.get("inferences_per_s"), method=prev.get("method"),
+                         machine_id=prev.get("machine_id"))
+        if all(entry[k] is None for k in ("accuracy", "size_bytes", "inferences_per_s")):
+            continue  # nothing measured for this row: do not record an empty baseline
+        merged[_row_id(r.model, r.mode, r.seq)] = entry
+    doc = {
+        "schema": _BASELINE_SCHEMA,
+        "device": report.device,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rows": [merged[k] for k in sorted(merged, key=lambda k: (k[0], k[1], _seq_key(k[2])))],
+    }
+    _atomic_write_text(path, _dumps(doc))
+    return path
+
+
+def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
+                     thresholds: Thresholds = Thresholds()) -> tuple[list[Regression], list[str]]:
+    """Regressions beyond the thresholds, plus notes on everything that could not be compared."""
+    path = baseline_path(baseline_dir, report.device)
+    if not path.exists():
+        return [], [f"no baseline for device {report.device!r} ({path} missing): nothing compared; "
+                    f"create one with save_baseline"]
+    base = _load_baseline(path, report.device)
+    regs: list[Regression] = []
+    notes: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    eps = 1e-9  # a value exactly on the limit passes despite float rounding
+    for r in report.rows():
+        rid = _row_id(r.model, r.mode, r.seq)
+        seen.add(rid)
+        b = base.get(rid)
+        if b is None:
+            notes.append(f"{r.key}: not in baseline {path.name}; not compared")
+            continue
+
+        b_acc, b_size, b_ips = b.get("accuracy"), b.get("size_bytes"), b.get("inferences_per_s")
+        if b_acc is not None and r.accuracy is not None:
+            if r.accuracy < b_acc - thresholds.accuracy_drop_pts / 100 - eps:
+                regs.append(Regression(r.model, r.mode, r.seq, "accuracy", b_acc, r.accuracy,
+                                       f"-{thresholds.accuracy_drop_pts:g} pt"))
+        if b_size is not None and r.size_bytes is not None:
+            if r.size_bytes > b_size * (1 + thresholds.size_increase) + eps:
+                regs.append(Regression(r.model, r.mode, r.seq, "size", float(b_size),
+                                       float(r.size_bytes), f"+{thresholds.size_increase:.1%}"))
+        if b_ips is not None and r.inferences_per_s is not None:
+            b_mid, b_method = b.get("machine_id"), b.get("method")
+            if b_mid != machine_id:
+                notes.append(f"{r.key}: throughput not compared: baseline is from machine {b_mid}, "
+                             f"this run is on {machine_id}")
+            elif b_method != r.method:
+                notes.append(f"{r.key}: throughput not compared: baseline is {b_method}, "
+                             f"this run is {r.method}")
+            elif r.inferences_per_s < b_ips * (1 - thresholds.throughput_drop) - eps:
+                regs.append(Regression(r.model, r.mode, r.seq, "throughput", float(b_ips),
+                                       float(r.inferences_per_s), f"-{thresholds.throughput_drop:.1%}"))
+        for name, bv, cv in (("accuracy", b_acc, r.accuracy), ("size", b_size, r.size_bytes),
+                             ("throughput", b_ips, r.inferences_per_s)):
+            if bv is not None and cv is None:
+                notes.append(f"{r.key}: {name} in baseline but not measured in this run")
+    missing = sorted(set(base) - seen)
+    if missing:
+        notes.append(f"{len(missing)} baseline row(s) not run this session (e.g. "
+                     f"{missing[0][0]}/{missing[0][1]} seq={missing[0][2]})")
+    return regs, notes
+
+
+def format_regressions(regs: list[Regression]) -> str:
+    if not regs:
+        return "No regressions against the baseline."
+    lines = [f"{len(regs)} regression(s) against the baseline:"]
+    lines += [f"  - {r}" for r in regs]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Method", "METHODS", "THROUGHPUT_TARGET_PER_S", "Row", "Report", "Claim", "claims_table",
+    "write_png", "Thresholds", "Regression", "baseline_path", "save_baseline", "compare_baseline",
+    "format_regressions", "machine_id", "machine_info",
+]

@@ -168,25 +168,40 @@ class ArtifactCache:
             return Entry(final, manifest, cache_hit=False)
 
     def entries(self) -> list[tuple[Path, dict[str, Any] | None]]:
-        """Every entry with its manifest (None = incomplete or corrupt)."""
+        """Every committed entry with its manifest (None = corrupt: it will be rebuilt)."""
         out = []
         if not self.root.exists():
             return out
-        for kind in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name not in ("locks",)):
+        for kind in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != "locks"):
             for d in sorted(p for p in kind.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 try:
-                    out.append((d, json.loads((d / MANIFEST).read_text())))
-                except (OSError, json.JSONDecodeError):
+                    out.append((d, self.verify(d)))
+                except CorruptEntry:
                     out.append((d, None))
         return out
 
     def clear(self) -> int:
-        """Remove every entry (under each entry's lock); returns how many were removed."""
+        """Remove every committed entry, each under its build lock (builds in progress are left alone)."""
         n = 0
-        for kind in (p for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else ():
-            if kind.name == "locks":
-                continue
-            for d in list(kind.iterdir()):
-                shutil.rmtree(d, ignore_errors=True)
-                n += 1
+        for path, manifest in self.entries():
+            digest_ = (manifest or {}).get("key", {}).get("digest")
+            lock = FileLock(str(self.root / "locks" / f"{digest_[:24]}.lock")) if digest_ else None
+            if lock is not None:
+                with lock:
+                    shutil.rmtree(path, ignore_errors=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            n += 1
         return n
+
+    def memo_json(self, key: Key, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """A deterministic result (accuracy of an artifact on a data set, an emulated run) computed once.
+
+        Only for results that depend on nothing but the key's parts: never for timings or memory.
+        """
+        def build(tmp: Path) -> dict[str, Any]:
+            atomic_write_text(tmp / "result.json", json.dumps(compute(), default=str))
+            return {"result_of": key.name}
+
+        entry = self.get_or_build(key, build)
+        return json.loads(entry.file("result.json").read_text(encoding="utf-8")), entry.cache_hit

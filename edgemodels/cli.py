@@ -92,6 +92,9 @@ def cmd_evaluate(args) -> int:
     from edgemodels import data, evaluate, pipeline
 
     tflite = Path(args.tflite)
+    if not tflite.is_file():
+        raise FileNotFoundError(f"{tflite}: no such file; pass a .tflite built by `edgemodels build` (its path is "
+                                "in the build's JSON as \"tflite\")")
     if args.tokenizer:
         tok_dir, max_length, pad = Path(args.tokenizer), args.max_length, args.pad_id
     else:
@@ -227,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edgemodels.convert import ConversionError
     from edgemodels.data import DataError, default_spec
     from edgemodels.models import WeightsError
     from edgemodels.runtime import ModelLoadError, RuntimeUnavailable
@@ -236,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.data = default_spec()
     try:
         return args.func(args)
-    except (DataError, WeightsError, ModelLoadError, RuntimeUnavailable, FileNotFoundError, ValueError) as exc:
+    except (DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError, FileNotFoundError,
+            ValueError) as exc:
         print(f"edgemodels: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -133,32 +132,49 @@ def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mo
     return store.get_or_build(key, build), weights
 
 
-def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Artifact:
-    """The .tflite for req, building (and caching) whatever is missing."""
-    store = store or cache_mod.ArtifactCache()
-    base, weights = trained(req, store)
-    parts = {"trained": base.manifest["key"]["digest"], "quant": req.quant, "seq": req.seq_label,
-             "libs": library_versions()}
-    if req.quant == "int8":
-        parts.update(data=req.data, representative=req.representative_examples)
-    key = cache_mod.Key("tflite", f"{req.model}-{req.quant}-{req.seq_label}", parts)
+def _calibration_set(req: BuildRequest) -> data.Dataset:
+    """The int8 representative set: a seeded stratified sample of the training split."""
+    train_set = data.load(req.data, "train", seed=req.train.seed, val_fraction=req.val_fraction,
+                          group_split=req.group_split)
+    return train_set.sample(min(req.representative_examples, len(train_set.examples)), seed=req.train.seed)
 
-    def build_tflite(tmp: Path) -> dict[str, Any]:
+
+def saved_model(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mod.Entry, cache_mod.Entry]:
+    """(trained entry, SavedModel entry) with the serving signature for req.seq, shared by every mode."""
+    base, _ = trained(req, store)
+    key = cache_mod.Key("savedmodel", f"{req.model}-{req.seq_label}",
+                        {"trained": base.manifest["key"]["digest"], "seq": req.seq_label, "libs": library_versions()})
+
+    def build(tmp: Path) -> dict[str, Any]:
         import tensorflow as tf  # noqa: F401
         from transformers import TFAutoModelForSequenceClassification
 
         model = TFAutoModelForSequenceClassification.from_pretrained(str(base.file("weights")))
+        convert.export_saved_model(model, tmp / "savedmodel", req.seq)
+        return {"model": req.model, "seq": req.seq_label}
+
+    return base, store.get_or_build(key, build)
+
+
+def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Artifact:
+    """The .tflite for req, building (and caching) whatever is missing."""
+    store = store or cache_mod.ArtifactCache()
+    base, _ = trained(req, store)
+    parts = {"trained": base.manifest["key"]["digest"], "quant": req.quant, "seq": req.seq_label,
+             "max_length": req.seq or req.train.max_length, "libs": library_versions()}
+    if req.quant == "int8":  # the calibration set is drawn from the data: key on its content
+        parts.update(data=_calibration_set(req).fingerprint, representative=req.representative_examples)
+    key = cache_mod.Key("tflite", f"{req.model}-{req.quant}-{req.seq_label}", parts)
+
+    def build_tflite(tmp: Path) -> dict[str, Any]:
+        _, sm = saved_model(req, store)
         tok = models.load_tokenizer(base.file(TOKENIZER_DIR))
         representative = None
         if req.quant == "int8":
-            sample = data.load(req.data, "train", seed=req.train.seed, val_fraction=req.val_fraction)
-            sample = sample.sample(min(req.representative_examples, len(sample.examples)), seed=req.train.seed)
+            sample = _calibration_set(req)
             ids = models.encode(tok, sample.texts(), req.seq or req.train.max_length)
             representative = convert.representative_feeds(ids, req.seq, models.pad_id(tok))
-        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".savedmodel.") as sm:
-            convert.export_saved_model(model, Path(sm), req.seq)
-            del model
-            blob = convert.convert(Path(sm), req.quant, representative)
+        blob = convert.convert(sm.file("savedmodel"), req.quant, representative)
         (tmp / TFLITE_NAME).write_bytes(blob)
         shutil.copytree(base.file(TOKENIZER_DIR), tmp / TOKENIZER_DIR)
         info = convert.inspect(blob)

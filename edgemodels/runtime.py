@@ -134,16 +134,21 @@ class TFLiteModel:
         if missing:
             raise KeyError(f"{self.path}: inputs missing: {sorted(missing)} (model takes {self.input_names})")
         cast = {k: np.asarray(feeds[k], dtype=self.input_dtype(k)) for k in self.input_names}
+        fixed = self.fixed_length
+        for name, arr in cast.items():
+            if fixed is not None and (arr.ndim < 1 or arr.shape[-1] != fixed):
+                raise ValueError(f"{self.path}: input {name!r} has shape {arr.shape}, but the model was built for "
+                                 f"length {fixed}; pad or truncate to {fixed} (edgemodels.convert.to_feeds)")
         if self._signature is not None:
             out = self._runner(**cast)
             return np.asarray(out[self._output_name])
         interp = self._interp
+        if any(tuple(self._inputs[n]["shape"]) != a.shape for n, a in cast.items()):
+            for name, arr in cast.items():  # resize every input, then allocate once
+                interp.resize_tensor_input(self._inputs[name]["index"], arr.shape)
+            interp.allocate_tensors()
+            self._inputs = {x["name"]: x for x in interp.get_input_details()}
         for name, arr in cast.items():
-            d = self._inputs[name]
-            if tuple(d["shape"]) != arr.shape:
-                interp.resize_tensor_input(d["index"], arr.shape)
-                interp.allocate_tensors()
-                self._inputs = {x["name"]: x for x in interp.get_input_details()}
             interp.set_tensor(self._inputs[name]["index"], arr)
         interp.invoke()
         return np.asarray(interp.get_tensor(self._output_index))
@@ -158,16 +163,31 @@ def load(path: str | Path, *, runtime: str | None = None, num_threads: int | Non
     """Load with the named runtime, or the first available one (see RUNTIMES)."""
     path = Path(path)
     _check_flatbuffer(path)
-    if runtime is None:
-        found = available()
-        if not found:
-            raise RuntimeUnavailable(
-                "no TFLite runtime installed; install one of: ai-edge-litert, tflite-runtime, tensorflow"
-            )
-        runtime = found[0].name
+    if runtime is not None:
+        return _load_with(path, runtime, num_threads)
+    found = available()
+    if not found:
+        raise RuntimeUnavailable(
+            "no TFLite runtime installed; install one of: ai-edge-litert, tflite-runtime, tensorflow"
+        )
+    failures = []
+    for info in found:  # an installed runtime can still fail to import (e.g. a numpy ABI mismatch)
+        try:
+            return _load_with(path, info.name, num_threads)
+        except RuntimeUnavailable as exc:
+            failures.append(str(exc))
+    raise RuntimeUnavailable("no installed TFLite runtime could be imported: " + "; ".join(failures))
+
+
+def _load_with(path: Path, runtime: str, num_threads: int | None) -> TFLiteModel:
     mod, info = _import(runtime)
     try:
-        interp = mod.Interpreter(model_path=str(path), num_threads=num_threads)
+        if info.name == "tensorflow":
+            # tf.lite skips FlatBuffer verification for model_path (a truncated file can segfault);
+            # model_content is verified.
+            interp = mod.Interpreter(model_content=path.read_bytes(), num_threads=num_threads)
+        else:
+            interp = mod.Interpreter(model_path=str(path), num_threads=num_threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{path}: {info.name} {info.version} cannot load this model: {exc}") from exc

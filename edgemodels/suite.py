@@ -77,7 +77,7 @@ SUITE_SCALES: Mapping[str, Scale] = MappingProxyType({
         train=MappingProxyType({"*": SCALES["ci"], "mpnet-base": _CI_MPNET}),
         eval_examples=600,
         throughput_rounds=8,
-        emulation_examples=8,
+        emulation_examples=4,
         description="reduced training budget, same code path; fits CI's 90 minutes on 2 cores",
     ),
     "smoke": Scale(

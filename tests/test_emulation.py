@@ -299,8 +299,8 @@ def test_run_model_rejects_bad_arguments(tmp_path):
         emu.run_model(TARGETS["pi4"], tmp_path, tmp_path / "missing.tflite", [{"x": np.ones(1)}])
     model = tmp_path / "m.tflite"
     model.write_bytes(b"\0\0\0\0TFL3")
-    with pytest.raises(ValueError, match="feeds is empty"):
-        emu.run_model(TARGETS["pi4"], tmp_path, model, [])
+    with pytest.raises(ValueError, match=r"feeds\[1\] must be a non-empty dict"):
+        emu.run_model(TARGETS["pi4"], tmp_path, model, [{"x": np.ones(1)}, {}])
 
 
 # ============================================================ integration: real QEMU
@@ -397,6 +397,9 @@ def test_litert_on_arm64_matches_x86(device, rootfs, tiny_models):
     assert drq.loads and drq.error is None, drq.error
     assert drq.outputs.shape == (len(FEEDS), 3) and np.isfinite(drq.outputs).all()
 
+    load_only = emu.run_model(target, rootfs(device), tiny_models["drq"], [])
+    assert load_only.loads and load_only.error is None and load_only.outputs is None
+
 
 @pytest.mark.emulation
 def test_pi3_tflite_runtime_214_loads_fp32_and_refuses_new_drq(rootfs, tiny_models):
@@ -412,6 +415,8 @@ def test_pi3_tflite_runtime_214_loads_fp32_and_refuses_new_drq(rootfs, tiny_mode
     assert drq.loads is False and drq.outputs is None
     assert "FULLY_CONNECTED" in drq.error and "tflite-runtime 2.14.0" in drq.error
     assert drq.runtime_version == "2.14.0"
+    load_only = emu.run_model(target, rootfs("pi3"), tiny_models["drq"], [])  # no feeds: same verdict
+    assert load_only.loads is False and "FULLY_CONNECTED" in load_only.error
 
 
 @pytest.mark.emulation

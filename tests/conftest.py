@@ -1,0 +1,108 @@
+"""Shared fixtures for tests/: a hermetic environment, a tiny synthetic data set, tiny-bert artifacts.
+
+Why the environment is set here, at import: TensorFlow reads TF_CPP_MIN_LOG_LEVEL and huggingface_hub
+reads HF_HUB_OFFLINE when they are first imported, and conftest is imported before any test module.
+Each test gets its own EDGEMODELS_CACHE so no test reads or writes the user's cache; the expensive
+tiny-bert builds share one session cache instead (built lazily, each at most once per session).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import csv  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SEQ = 16
+"""Sequence length of the fixed-length tiny-bert artifacts (short: conversion and inference stay fast)."""
+
+_WORDS = {
+    "negative": ("terrible", "awful", "loss", "crash", "bad", "angry", "worst", "decline"),
+    "neutral": ("report", "meeting", "today", "schedule", "update", "notice", "agenda", "memo"),
+    "positive": ("great", "gain", "happy", "excellent", "profit", "love", "best", "growth"),
+}
+
+
+def write_tiny_csv(path: Path, n: int = 60, seed: int = 0) -> Path:
+    """`n` synthetic texts (3-12 class words + a row id), labels cycling negative/neutral/positive."""
+    rng = random.Random(seed)
+    labels = tuple(_WORDS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            label = labels[i % 3]
+            words = [rng.choice(_WORDS[label]) for _ in range(rng.randint(3, 12))]
+            w.writerow([" ".join(words) + f" item {i}", label])
+    return path
+
+
+def run_cli_subprocess(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m edgemodels ARGS` in a fresh interpreter (same venv, repo on the path)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "edgemodels", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch, tmp_path):
+    """A private artifact cache per test, and no user-named weights directory leaking in."""
+    monkeypatch.setenv("EDGEMODELS_CACHE", str(tmp_path / "edgemodels-cache"))
+    monkeypatch.delenv("EDGEMODELS_WEIGHTS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    """60 rows, 20 per label: train 54 / validation 6 at the default val_fraction 0.1."""
+    return write_tiny_csv(tmp_path_factory.mktemp("data") / "tiny.csv")
+
+
+class TinyBuilds:
+    """tiny-bert artifacts in one session cache; `artifact()` builds each (quant, seq) at most once."""
+
+    def __init__(self, csv_path: Path, root: Path):
+        from edgemodels.cache import ArtifactCache
+
+        self.csv = csv_path
+        self.data = f"csv:{csv_path}"
+        self.store = ArtifactCache(root)
+        self._built: dict[tuple[str, int | None], Any] = {}
+
+    def request(self, quant: str, seq: int | None = TINY_SEQ, **kw):
+        from edgemodels.pipeline import BuildRequest
+
+        return BuildRequest("tiny-bert", quant=quant, data=self.data, seq=seq, **kw)
+
+    def artifact(self, quant: str, seq: int | None = TINY_SEQ):
+        """The Artifact returned by the first (building) call for this quant/seq in the session."""
+        from edgemodels import pipeline
+
+        if (quant, seq) not in self._built:
+            self._built[(quant, seq)] = pipeline.build(self.request(quant, seq), self.store)
+        return self._built[(quant, seq)]
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_csv, tmp_path_factory) -> TinyBuilds:
+    pytest.importorskip("tensorflow")
+    return TinyBuilds(tiny_csv, tmp_path_factory.mktemp("tiny-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tf_model(tiny):
+    """The Keras model every tiny-bert .tflite was converted from (the reference for tolerances)."""
+    from transformers import TFAutoModelForSequenceClassification
+
+    trained_entry = Path(tiny.artifact("fp32").manifest["trained_entry"])
+    return TFAutoModelForSequenceClassification.from_pretrained(str(trained_entry / "weights"))

@@ -1,0 +1,56 @@
+"""The bench plugin end to end on the smoke scale (tiny-bert trained from scratch, seconds per build).
+
+Runs `pytest bench/` in a subprocess, as a user would, with a private cache, report dir and baselines.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "bench"), "-q", "-p", "no:cacheprovider",
+           "--device=desktop", "--scale=smoke", "--modes=fp32",
+           f"--edge-cache={tmp_path / 'cache'}", f"--report-dir={tmp_path / 'report'}",
+           f"--baseline-dir={tmp_path / 'baselines'}", "--benchmark-disable", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_unknown_device_fails_at_startup_listing_valid_ones():
+    out = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--device=pi9", "--collect-only"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "pi9" in out.stderr and "pi3" in out.stderr and "desktop" in out.stderr
+
+
+def test_unknown_data_spec_fails_at_startup():
+    out = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--data=hub:foo", "--collect-only"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "builtin" in out.stderr and "replab:DIR" in out.stderr
+
+
+@pytest.mark.slow
+def test_worse_model_fails_baseline_compare(tmp_path):
+    """Save a baseline, then a shrunk training budget must fail --baseline-compare, readably."""
+    keep = ["-k", "accuracy_floor or artifact_size"]
+    first = _bench(tmp_path, *keep, "--baseline-save")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    saved = json.loads((tmp_path / "baselines" / "builtin" / "smoke" / "desktop.json").read_text())
+    assert "tiny-bert" in json.dumps(saved)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["rows"] and all(r["device"] == "desktop" for r in report["rows"])
+    assert (tmp_path / "report" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    same = _bench(tmp_path, *keep, "--baseline-compare")
+    assert same.returncode == 0, same.stdout[-3000:]
+
+    worse = _bench(tmp_path, *keep, "--baseline-compare", "--max-examples=32")
+    assert worse.returncode == 1, worse.stdout[-3000:]
+    assert "regression" in worse.stdout and "accuracy" in worse.stdout
+    assert "tiny-bert/fp32" in worse.stdout

@@ -14,7 +14,6 @@ pytestmark = [pytest.mark.compat, pytest.mark.emulation]
 
 def test_device_runtime(bench, case):
     result = bench.device_run(case)  # skips with the reason and the enabling command if qemu is missing
-    row = bench.row(case)
     expected_refusal = suite.expected_refusal(bench.profile.runtime, bench.profile.runtime_version, case.quant)
     if not result.loads:
         works = [m for m in suite.ALL_MODES if not suite.expected_refusal(

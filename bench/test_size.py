@@ -3,7 +3,6 @@
 import pytest
 
 from edgemodels import suite
-from edgemodels.plugin import case_filter
 
 pytestmark = pytest.mark.size
 

@@ -7,6 +7,7 @@ Errors in the user's input exit with status 2 and a message naming what to fix; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ def _quiet_tf() -> None:
 
 def _emit(args, obj: dict[str, Any], human: str | None = None) -> None:
     if args.json:
-        print(json.dumps(obj, indent=2, default=str))
+        print(json.dumps(obj, indent=2, default=str), file=getattr(args, "emit_to", sys.stdout))
     else:
         print(human if human is not None else json.dumps(obj, indent=2, default=str))
 
@@ -79,7 +80,7 @@ def cmd_build(args) -> int:
         f"  {args.model} {args.quant} seq={req.seq_label}: {art.size_bytes / 1e6:.2f} MB"
         f" ({'cache hit' if art.cache_hit else 'built'})",
         f"  pretrained: {out['pretrained']} (weights: {out.get('weights_source')})",
-        f"  validation accuracy (TF, during training): "
+        "  validation accuracy (TF, during training): "
         + (f"{va:.4f} (majority class {out.get('majority_accuracy', float('nan')):.4f})" if va is not None
            else "n/a - random init, not fine-tuned"),
     ])
@@ -239,6 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "data", "unset") is None:
         args.data = default_spec()
     try:
+        if getattr(args, "json", False):
+            # Progress (Keras, converters) goes to stderr so stdout holds exactly one JSON object.
+            real_stdout = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                args.emit_to = real_stdout
+                return args.func(args)
         return args.func(args)
     except (DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError, FileNotFoundError,
             ValueError) as exc:

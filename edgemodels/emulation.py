@@ -41,6 +41,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from edgemodels.cache import atomic_write_text
+
 SUITE = "bookworm"
 """Debian release of the ARM user-land: Python 3.11.2 + numpy 1.24.2, accepted by both runtimes."""
 PYTHON_VERSION = "3.11"
@@ -414,18 +416,6 @@ def _is_complete(path: Path) -> bool:
     return isinstance(marker, dict) and marker.get("recipe_hash") == path.name.rsplit("-", 1)[-1]
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _remove_stale(parent: Path, name: str) -> None:
     """Leftover temp dirs of a build that crashed (we hold the lock, so none is in progress)."""
     for stale in parent.glob(f".{name}.tmp*"):
@@ -455,7 +445,7 @@ def _locked_build(final: Path, build) -> Path:
             marker = {**info, "recipe_hash": final.name.rsplit("-", 1)[-1],
                       "build_s": round(time.monotonic() - started, 1),
                       "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            _write_text_atomic(tmp / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -32,6 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="ci (default): reduced training budget; paper: the full study; smoke: tiny-bert only")
     g.addoption("--runtime", default=None, choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
                 help="host TFLite runtime (default: the device's runtime if installed, else the first found)")
+    g.addoption("--threads", type=int, default=None,
+                help="inference threads (default: the device's cores, capped by the host's); e.g. 1")
     g.addoption("--models", default=None, help="comma-separated model names to keep from the scale's matrix")
     g.addoption("--modes", default=None, help="comma-separated quantization modes to keep")
     g.addoption("--max-examples", type=int, default=None,
@@ -97,7 +99,7 @@ class BenchSession:
 
     @cached_property
     def threads(self) -> int:
-        return self.profile.threads()
+        return self.config.getoption("--threads") or self.profile.threads()
 
     @cached_property
     def host_runtime(self) -> tuple[str, str]:
@@ -164,9 +166,13 @@ class BenchSession:
                                                   "data": self.eval_set.fingerprint, "runtime": [rt, version]})
 
             def compute() -> dict:
-                acc = evaluate.evaluate(art.tflite, self.eval_set, tokenizer_dir=art.tokenizer_dir,
-                                        max_length=art.manifest["max_length"], pad=art.manifest["pad_id"],
-                                        runtime_name=rt, threads=self.threads)
+                try:
+                    acc = evaluate.evaluate(art.tflite, self.eval_set, tokenizer_dir=art.tokenizer_dir,
+                                            max_length=art.manifest["max_length"], pad=art.manifest["pad_id"],
+                                            runtime_name=rt, threads=self.threads)
+                except runtime.ModelLoadError as exc:  # e.g. drq on tflite-runtime 2.14 (the pi3 tox env)
+                    expected = suite.expected_refusal(rt, version, case.quant)
+                    (pytest.xfail if expected else pytest.fail)(str(exc))
                 return asdict(acc)
 
             result, _ = self.cache.memo_json(key, compute)
@@ -226,10 +232,28 @@ class BenchSession:
         ids = evaluate.encode_dataset(ds, art.tokenizer_dir, case.seq or art.manifest["max_length"])
         return [convert.to_feeds(x, case.seq, art.manifest["pad_id"]) for x in ids]
 
+    def skip_if_device_refuses(self, case: suite.Case) -> None:
+        """When the host runs another runtime than the device, a mode the device cannot load is not timed.
+
+        Uses the device runtime's verdict from test_compat (emulated, cached); without emulation the
+        figure is kept and the row says the host runtime differs.
+        """
+        from edgemodels import emulation
+
+        if not self.host_runtime[1] or emulation.TARGETS.get(self.device) is None or not emulation.availability()[0]:
+            return
+        verdict = self.device_run(case)
+        if not verdict.loads:
+            expected = suite.expected_refusal(self.profile.runtime, self.profile.runtime_version, case.quant)
+            (pytest.xfail if expected else pytest.fail)(
+                f"{self.profile.runtime} {self.profile.runtime_version} on {self.device} cannot load {case.id} "
+                f"({verdict.method}): {verdict.error}")
+
     def throughput_runner(self, case: suite.Case):
         """A zero-argument callable running one inference (cycling through real tweets)."""
         from edgemodels import runtime
 
+        self.skip_if_device_refuses(case)
         art = self.artifact(case)
         rt, note = self.host_runtime
         try:
@@ -268,6 +292,7 @@ class BenchSession:
     def memory(self, case: suite.Case):
         from edgemodels import measure
 
+        self.skip_if_device_refuses(case)
         art = self.artifact(case)
         rt, _ = self.host_runtime
         res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=self.threads,
@@ -281,14 +306,13 @@ class BenchSession:
 
     def device_run(self, case: suite.Case) -> "DeviceRun":
         """The artifact on the device's own runtime: here if on the device, else under QEMU."""
-        from edgemodels import emulation, evaluate, runtime
+        from edgemodels import emulation, runtime
 
         art = self.artifact(case)
         target = emulation.TARGETS.get(self.device)
         emulate = not self.placement.on_device and target is not None
         infer = case.compact and art.size_bytes <= suite.EMULATE_INFERENCE_MAX_BYTES
         feeds = self.feeds(case, self.scale.emulation_examples)
-        labels = None
         if emulate:
             ok, why = emulation.availability()
             if not ok:

@@ -19,13 +19,14 @@ import math
 import os
 import platform
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from tabulate import tabulate
+
+from edgemodels.cache import atomic_write_bytes, atomic_write_text
 
 Method = Literal["measured", "projected"]
 METHODS: tuple[str, ...] = ("measured", "projected")
@@ -180,7 +181,7 @@ class Report:
         out_dir.mkdir(parents=True, exist_ok=True)
         doc = self.to_json()  # validates labels before anything is written
         json_path = out_dir / "report.json"
-        _atomic_write_text(json_path, _dumps(doc))
+        atomic_write_text(json_path, _dumps(doc))
         png_path = out_dir / "report.png"
         write_png(self.rows(), png_path, self.device)
         return [json_path, png_path]
@@ -310,29 +311,6 @@ def _dumps(doc: Any) -> str:
     return json.dumps(_json_safe(doc), indent=2, allow_nan=False, default=str) + "\n"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
 # --------------------------------------------------------------------------------------------------
 # Plot
 # --------------------------------------------------------------------------------------------------
@@ -411,7 +389,7 @@ def write_png(rows: list[Row], path: Path, device: str) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    _atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def _no_data(ax: Any) -> None:
@@ -568,7 +546,7 @@ def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rows": [merged[k] for k in sorted(merged, key=lambda k: (k[0], k[1], _seq_key(k[2])))],
     }
-    _atomic_write_text(path, _dumps(doc))
+    atomic_write_text(path, _dumps(doc))
     return path
 
 

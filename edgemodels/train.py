@@ -34,6 +34,7 @@ class TrainConfig:
     class_weights: bool = False
     patience: int = 1
     seed: int = 0
+    deterministic: bool = True  # tf op determinism: a rerun on the same machine type gives the same weights
 
     def key(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +86,11 @@ def fine_tune(model, tokenizer, train: Dataset, validation: Dataset, cfg: TrainC
     import tf_keras
     from transformers import create_optimizer
 
+    import tensorflow as tf
+
     tf_keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:  # baselines gate on accuracy: a rerun must not drift
+        tf.config.experimental.enable_op_determinism()
     if cfg.max_examples and len(train.examples) > cfg.max_examples:
         train = train.sample(cfg.max_examples, seed=cfg.seed)
     if cfg.max_val_examples and len(validation.examples) > cfg.max_val_examples:

@@ -14,11 +14,12 @@ pytestmark = pytest.mark.accuracy
 # (data kind, scale, model, mode) -> minimum accuracy; mode "*" covers the modes without their own entry.
 FLOORS: dict[tuple[str, str, str, str], float] = {
     # Measured by `pytest bench/ --device=desktop` (scale ci, data builtin: 600-example seeded sample of the
-    # test split) on 2026-11-24, 2-core x86-64: minilm-l6 fp32/drq/fp16 74.3 %, drq-compat 75.0 %,
-    # drq dynamic 74.2 %, int8 62.8 %; mpnet-base fp32 73.0 %, drq 72.8 %. Floors = measured - 3 points.
-    ("builtin", "ci", "minilm-l6", "*"): 0.71,
-    ("builtin", "ci", "minilm-l6", "int8"): 0.598,
-    ("builtin", "ci", "mpnet-base", "*"): 0.70,
+    # test split, deterministic training) on 2026-11-24, 2-core x86-64: minilm-l6 fp32 74.7 %, drq 74.8 %,
+    # drq dynamic 74.7 %, fp16 74.7 %, drq-compat 73.8 %, int8 65.5 %; mpnet-base fp32 82.7 %, drq 82.3 %.
+    # Floors = the lowest measured value of the group - 3 points.
+    ("builtin", "ci", "minilm-l6", "*"): 0.708,
+    ("builtin", "ci", "minilm-l6", "int8"): 0.625,
+    ("builtin", "ci", "mpnet-base", "*"): 0.793,
 }
 
 
@@ -62,6 +63,16 @@ def test_drop_vs_fp32(bench, case):
     assert drop <= tol, f"{case.id}: {drop:.2f} points below {ref_case.id}; tolerance {tol} points for {case.quant}"
 
 
+# Measured outcomes where the paper's -4.1 points does NOT hold: (data kind, scale, large, compact) -> what was
+# measured. These are findings, not defects: the test xfails (strict) quoting them, the claims table says
+# "DOES NOT HOLD", and if a change makes the claim hold the strict xfail turns the run red to update this.
+KNOWN_CLAIM_MISSES: dict[tuple[str, str, str, str], str] = {
+    # pytest bench/ --device=desktop (scale ci, builtin; 600-example test-split sample), 2026-11-24:
+    # minilm-l6 drq 74.8 % vs mpnet-base fp32 82.7 %: -7.8 points.
+    ("builtin", "ci", "mpnet-base", "minilm-l6"): "measured -7.8 points at CI scale on the built-in set",
+}
+
+
 @pytest.mark.paper
 @pytest.mark.parametrize("large,compact", suite.PAIRS, ids=[f"{a}-vs-{b}" for a, b in suite.PAIRS])
 def test_compact_vs_large(bench, large, compact):
@@ -74,6 +85,13 @@ def test_compact_vs_large(bench, large, compact):
     a_big, a_small = bench.accuracy(big), bench.accuracy(small)
     drop = 100 * (a_big.accuracy - a_small.accuracy)
     bench.report.add_claim(bench.claim_accuracy(large, compact, a_big, a_small, drop))
+    known = KNOWN_CLAIM_MISSES.get((data.parse_spec(bench.data_spec).kind, bench.scale.name, large, compact))
+    if known:
+        if drop <= suite.PAPER_DROP_PTS:
+            pytest.fail(f"the paper's claim now holds ({drop:.2f} points): remove {large}/{compact} from "
+                        "KNOWN_CLAIM_MISSES")
+        pytest.xfail(f"known miss ({known}); this run: {compact} drq {a_small.accuracy:.4f} vs {large} fp32 "
+                     f"{a_big.accuracy:.4f}, {drop:.2f} points")
     assert drop <= suite.PAPER_DROP_PTS, (
         f"{compact} drq is {drop:.2f} points below {large} fp32 ({a_small.accuracy:.4f} vs {a_big.accuracy:.4f} "
         f"on {a_big.n} examples); the paper's figure is {suite.PAPER_DROP_PTS}")

@@ -14,10 +14,11 @@ pytestmark = [pytest.mark.compat, pytest.mark.emulation]
 
 def test_device_runtime(bench, case):
     result = bench.device_run(case)  # skips with the reason and the enabling command if qemu is missing
-    expected_refusal = suite.expected_refusal(bench.profile.runtime, bench.profile.runtime_version, case.quant)
+    expected_refusal = suite.expected_refusal(bench.profile.runtime, bench.profile.runtime_version, case.quant,
+                                            case.model)
     if not result.loads:
         works = [m for m in suite.ALL_MODES if not suite.expected_refusal(
-            bench.profile.runtime, bench.profile.runtime_version, m)]
+            bench.profile.runtime, bench.profile.runtime_version, m, case.model)]
         msg = (f"{bench.profile.runtime} {bench.profile.runtime_version} on {bench.device} refuses {case.id}: "
                f"{result.error}. Modes that load there: {', '.join(works)}")
         if expected_refusal:

@@ -271,7 +271,10 @@ def resolve(
 def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None = None):
     """A TF*ForSequenceClassification with a len(LABELS)-class head, pretrained where possible."""
     import tensorflow as tf  # noqa: F401 - initialises TF before transformers picks tf-keras
+    import tf_keras
     from transformers import AutoConfig, TFAutoModelForSequenceClassification
+
+    tf_keras.utils.set_random_seed(seed)  # the new classification head's init is seeded too
 
     extra: dict[str, Any] = dict(num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                                  label2id={l: i for i, l in enumerate(LABELS)})
@@ -280,9 +283,6 @@ def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None =
     if weights.pretrained:
         config = AutoConfig.from_pretrained(weights.path, **extra)
         return TFAutoModelForSequenceClassification.from_pretrained(weights.path, config=config)
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(seed)
     config = AutoConfig.for_model(weights.spec.model_type, **dict(weights.spec.config), **extra)
     model = TFAutoModelForSequenceClassification.from_config(config)
     model(model.dummy_inputs, training=False)  # create the variables

@@ -171,7 +171,7 @@ class BenchSession:
                                             max_length=art.manifest["max_length"], pad=art.manifest["pad_id"],
                                             runtime_name=rt, threads=self.threads)
                 except runtime.ModelLoadError as exc:  # e.g. drq on tflite-runtime 2.14 (the pi3 tox env)
-                    expected = suite.expected_refusal(rt, version, case.quant)
+                    expected = suite.expected_refusal(rt, version, case.quant, case.model)
                     (pytest.xfail if expected else pytest.fail)(str(exc))
                 return asdict(acc)
 
@@ -244,7 +244,7 @@ class BenchSession:
             return
         verdict = self.device_run(case)
         if not verdict.loads:
-            expected = suite.expected_refusal(self.profile.runtime, self.profile.runtime_version, case.quant)
+            expected = suite.expected_refusal(self.profile.runtime, self.profile.runtime_version, case.quant, case.model)
             (pytest.xfail if expected else pytest.fail)(
                 f"{self.profile.runtime} {self.profile.runtime_version} on {self.device} cannot load {case.id} "
                 f"({verdict.method}): {verdict.error}")
@@ -260,7 +260,7 @@ class BenchSession:
             model = runtime.load(art.tflite, runtime=rt, num_threads=self.threads)
         except runtime.ModelLoadError as exc:
             self.row(case).notes.append(f"{rt} cannot load it")
-            expected = suite.expected_refusal(self.profile.runtime, self.profile.runtime_version, case.quant)
+            expected = suite.expected_refusal(self.profile.runtime, self.profile.runtime_version, case.quant, case.model)
             (pytest.xfail if expected else pytest.fail)(str(exc))
         if note:
             self.row(case).notes.append(note)

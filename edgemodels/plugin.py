@@ -44,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--baseline-compare", action="store_true",
                 help="fail on regressions vs the device's baseline (accuracy -0.5 pt, size +2 %, "
                      "throughput -10 % on the same machine)")
+    g.addoption("--baseline-metrics", default="accuracy,size,throughput",
+                help="metrics --baseline-compare gates on (default all three; throughput only on the same machine id)")
     g.addoption("--baseline-save", action="store_true", help="write this run's results as the device's baseline")
 
 
@@ -459,7 +461,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     mid = report.machine_id()
     s.regressions, s.baseline_notes = [], []
     if session.config.getoption("--baseline-compare"):
-        s.regressions, s.baseline_notes = report.compare_baseline(s.report, base_dir, mid)
+        regressions, s.baseline_notes = report.compare_baseline(s.report, base_dir, mid)
+        gated = _csv(session.config.getoption("--baseline-metrics"))
+        s.regressions = [r for r in regressions if r.metric in gated]
+        s.baseline_notes += [f"not gated (--baseline-metrics): {r}" for r in regressions if r.metric not in gated]
         if s.regressions and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.config.getoption("--baseline-save"):

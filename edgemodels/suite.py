@@ -125,10 +125,7 @@ MODE_DROP_TOLERANCE_PTS: Mapping[str, float] = MappingProxyType({
     "fp16": 0.5,  # fp16 weights, fp32 compute: rounding only
     "drq": 2.0,  # int8 weights, per channel
     "drq-compat": 2.5,  # int8 weights, per tensor: coarser
-    # int8 activations too (softmax, layer norm), calibrated on 100 training examples: measured -9.2 and
-    # -11.5 points for minilm-l6 on builtin in two trainings (2026-11-24). A regression guard, not a quality claim: full-integer
-    # post-training quantization of a transformer is lossy.
-    "int8": 15.0,
+    "int8": 5.0,  # int8 activations too; measured far worse for these models: bench/test_accuracy.KNOWN_MODE_LOSSES
 })
 
 PAPER_RATIO_HOLDS = 150.0

@@ -42,8 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="where report.json and report.png go (default bench-report/)")
     g.addoption("--baseline-dir", default=BASELINE_DIR, type=Path, help="per-device baselines directory")
     g.addoption("--baseline-compare", action="store_true",
-                help="fail on regressions vs the device's baseline (accuracy -0.5 pt, size +2 %, "
-                     "throughput -10 % on the same machine)")
+                help="fail on regressions vs the device's baseline (accuracy -0.5 pt, size +2 %%, "
+                     "throughput -10 %% on the same machine)")
     g.addoption("--baseline-metrics", default="accuracy,size,throughput",
                 help="metrics --baseline-compare gates on (default all three; throughput only on the same machine id)")
     g.addoption("--baseline-save", action="store_true", help="write this run's results as the device's baseline")

@@ -54,3 +54,12 @@ def test_worse_model_fails_baseline_compare(tmp_path):
     assert worse.returncode == 1, worse.stdout[-3000:]
     assert "regression" in worse.stdout and "accuracy" in worse.stdout
     assert "tiny-bert/fp32" in worse.stdout
+
+
+def test_options_show_in_pytest_help():
+    out = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for opt in ("--device", "--data", "--edge-cache", "--scale", "--runtime", "--baseline-compare",
+                "--baseline-save", "--report-dir"):
+        assert opt in out.stdout

@@ -139,9 +139,8 @@ def _calibration_set(req: BuildRequest) -> data.Dataset:
     return train_set.sample(min(req.representative_examples, len(train_set.examples)), seed=req.train.seed)
 
 
-def saved_model(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mod.Entry, cache_mod.Entry]:
-    """(trained entry, SavedModel entry) with the serving signature for req.seq, shared by every mode."""
-    base, _ = trained(req, store)
+def saved_model(req: BuildRequest, base: cache_mod.Entry, store: cache_mod.ArtifactCache) -> cache_mod.Entry:
+    """The SavedModel of a trained entry with the serving signature for req.seq, shared by every mode."""
     key = cache_mod.Key("savedmodel", f"{req.model}-{req.seq_label}",
                         {"trained": base.manifest["key"]["digest"], "seq": req.seq_label, "libs": library_versions()})
 
@@ -153,7 +152,7 @@ def saved_model(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cach
         convert.export_saved_model(model, tmp / "savedmodel", req.seq)
         return {"model": req.model, "seq": req.seq_label}
 
-    return base, store.get_or_build(key, build)
+    return store.get_or_build(key, build)
 
 
 def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Artifact:
@@ -167,7 +166,7 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
     key = cache_mod.Key("tflite", f"{req.model}-{req.quant}-{req.seq_label}", parts)
 
     def build_tflite(tmp: Path) -> dict[str, Any]:
-        _, sm = saved_model(req, store)
+        sm = saved_model(req, base, store)
         tok = models.load_tokenizer(base.file(TOKENIZER_DIR))
         representative = None
         if req.quant == "int8":

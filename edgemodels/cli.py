@@ -1,4 +1,4 @@
-"""`python -m edgemodels`: data stats, build, evaluate, cache, info.
+"""`python -m edgemodels`: data stats, build, evaluate, claims, cache, info.
 
 Every command prints a human summary, or one JSON object with --json (the contract scripts rely on).
 Errors in the user's input exit with status 2 and a message naming what to fix; no traceback.
@@ -171,6 +171,14 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_claims(args) -> int:
+    from edgemodels.report import merge_claims, merged_claims_table
+
+    merged = merge_claims(args.reports)
+    _emit(args, {"claims": merged}, merged_claims_table(merged))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from edgemodels.convert import MODES
     from edgemodels.models import REGISTRY
@@ -224,6 +232,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cache", type=Path, default=None)
     c.set_defaults(func=cmd_cache)
 
+    r = sub.add_parser("claims", parents=[common], help="one paper-claims table from bench reports (e.g. one per device)")
+    r.add_argument("reports", nargs="+", type=Path, help="bench --report-dir directories or their report.json")
+    r.set_defaults(func=cmd_claims)
+
     i = sub.add_parser("info", parents=[common], help="versions, runtimes, weight sources")
     i.add_argument("--offline", action="store_true", help="do not try the hub")
     i.set_defaults(func=cmd_info)
@@ -234,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgemodels.convert import ConversionError
     from edgemodels.data import DataError, default_spec
     from edgemodels.models import WeightsError
+    from edgemodels.report import ReportError
     from edgemodels.runtime import ModelLoadError, RuntimeUnavailable
 
     args = parser().parse_args(argv)
@@ -247,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.emit_to = real_stdout
                 return args.func(args)
         return args.func(args)
-    except (DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError, FileNotFoundError,
-            ValueError) as exc:
+    except (DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError, ReportError,
+            FileNotFoundError, ValueError) as exc:
         print(f"edgemodels: error: {exc}", file=sys.stderr)
         return 2

@@ -223,7 +223,7 @@ def _fmt_arm(r: Row) -> str:
         parts.append(f"max abs diff {r.arm_max_abs_diff:.2g}")  # no "|": breaks markdown tables
     if r.arm_accuracy is not None:
         vs = f" vs {_fmt_pct(r.x86_accuracy_sample)} x86" if r.x86_accuracy_sample is not None else ""
-        parts.append(f"acc {_fmt_pct(r.arm_accuracy)} ARM{vs}")
+        parts.append(f"acc {_fmt_pct(r.arm_accuracy)}{vs}")
     return " / ".join(parts)
 
 
@@ -238,7 +238,7 @@ def _rows_table(rows: list[Row]) -> str:
     if not rows:
         return "(no results)"
     headers = ["model", "mode", "seq", "size MB", "ratio", "acc", "drop pt", "inf/s", "threads",
-               "p90 ms", "peak MB", "fits", "runtime", "ARM", "notes"]
+               "p90 ms", "peak MB", "fits", "runtime", "device runtime", "notes"]
     body: list[list[str]] = []
     for r in rows:
         _check_speed_label(r)
@@ -268,7 +268,7 @@ def _rows_table(rows: list[Row]) -> str:
                     f"comparable to the paper's")
     arm_methods = sorted({r.arm_method for r in rows if r.arm_method})
     if arm_methods:
-        foot.append("ARM: " + "; ".join(arm_methods))
+        foot.append("device runtime: " + "; ".join(arm_methods))
     if any(r.method == "projected" for r in rows):
         foot.append("projected = estimated from another machine's timing, not measured on this device")
     return text + ("\n" + "\n".join(foot) if foot else "")
@@ -285,6 +285,61 @@ def claims_table(claims: Iterable[Claim]) -> str:
         headers=["claim", "paper", "ours", "verdict", "definition"],
         tablefmt="github", disable_numparse=True,
     )
+
+
+class ReportError(ValueError):
+    """A report.json that cannot be read back (names the file and the field)."""
+
+
+def load_claims(path: Path) -> tuple[str, str, list[Claim]]:
+    """(device, created, claims) of one bench run's report.json (or of the directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file (give a bench --report-dir or its report.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not a readable report.json: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    for name, kind in (("device", str), ("created", str), ("claims", list)):
+        if not isinstance(doc.get(name), kind):
+            raise ReportError(f"{path}: field {name!r} missing or not a {kind.__name__}")
+    claims = []
+    wanted = [f.name for f in Claim.__dataclass_fields__.values()]
+    for i, c in enumerate(doc["claims"]):
+        missing = [k for k in wanted if not isinstance(c, dict) or k not in c]
+        if missing:
+            raise ReportError(f"{path}: claims[{i}] lacks field(s) {', '.join(missing)}")
+        claims.append(Claim(**{k: c[k] for k in wanted}))
+    return doc["device"], doc["created"], claims
+
+
+def merge_claims(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The claims of several runs (one per device), each with the run it came from; repeats dropped."""
+    out, seen = [], set()
+    for p in paths:
+        device, created, claims = load_claims(p)
+        for c in claims:
+            key = (c.claim, c.ours, c.definition)
+            if key in seen:  # the size and accuracy claims repeat in every device's run
+                continue
+            seen.add(key)
+            out.append({**asdict(c), "device": device, "created": created})
+    return out
+
+
+def merged_claims_table(merged: list[dict[str, Any]]) -> str:
+    verdict = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
+    if not merged:
+        return "(no paper claims in these reports)"
+    return tabulate(
+        [[c["claim"], c["paper"], c["ours"], c["definition"], verdict[c["holds"]], f"{c['device']}, {c['created'][:10]}"]
+         for c in merged],
+        headers=["claim", "paper", "our measurement", "definition", "holds?", "run"],
+        tablefmt="github", disable_numparse=True)
 
 
 # --------------------------------------------------------------------------------------------------

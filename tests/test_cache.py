@@ -278,3 +278,23 @@ def test_atomic_write_text_leaves_no_temp_files(tmp_path):
         cache.atomic_write_text(target, 123)  # type: ignore[arg-type]
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
+
+
+def test_hits_hash_once_per_instance_and_still_catch_a_rewrite(tmp_path, monkeypatch):
+    """Why: re-hashing BERT-Large's 1.3 GB on every hit cost seconds per test; a rewrite must still be caught."""
+    store = ArtifactCache(tmp_path)
+    e = store.get_or_build(KEY, _builder([]))
+    hashed: list[Path] = []
+    real = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert store.get(KEY) is not None
+    first = len(hashed)
+    assert first == len(e.manifest["files"])
+    assert store.get(KEY) is not None
+    assert len(hashed) == first, "the second hit re-hashed unchanged files"
+    blob = e.file("blob.bin")
+    stat = blob.stat()
+    blob.write_bytes(b"PAYLOAD")  # same size, new content
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert store.get(KEY) is None
+    assert ArtifactCache(tmp_path).get(KEY) is None  # a fresh instance (another process) hashes too

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import TINY_SEQ, run_cli_subprocess
 from edgemodels import cli, models
+from edgemodels.report import Claim, Report
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -178,3 +179,41 @@ def test_info_json_offline(tmp_path):
     assert tiny["source"] == "random" and tiny["pretrained"] is False and tiny["why"]
     assert any(r.startswith("ai-edge-litert ") for r in d["runtimes"])
     assert set(d["libraries"]) >= {"tensorflow", "transformers"}
+
+
+# ---------------------------------------------------------------- claims
+
+
+def _write_report(d: Path, device: str, claims: list[Claim]) -> Path:
+    rep = Report(device, {})
+    for c in claims:
+        rep.add_claim(c)
+    rep.row("m", "drq").accuracy = 0.5
+    rep.write(d)
+    return d
+
+
+def test_claims_merges_device_runs_and_drops_repeats(tmp_path):
+    size = Claim("~160x smaller", "160x", "161.1x", "checkpoint", True)
+    a = _write_report(tmp_path / "desktop", "desktop", [size, Claim(">= 1/s", "1/s", "129/s (measured)", "b1", True)])
+    b = _write_report(tmp_path / "pi3", "pi3", [size, Claim(">= 1/s", "1/s", "0.5/s (projected)", "b1", False)])
+    rc, out, err = _run(["claims", str(a), str(b / "report.json")])
+    assert rc == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + 3  # header + size once + one speed line per device
+    assert out.count("161.1x") == 1 and "DOES NOT HOLD" in out and "pi3, 20" in out
+    d = _json(["claims", str(a), str(b), "--json"])
+    assert [c["device"] for c in d["claims"]] == ["desktop", "desktop", "pi3"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "no such file"),
+    ("{not json", "not a readable report.json"),
+    ('{"device": "pi3", "created": "2026-11-24", "claims": [{"claim": "x"}]}', "claims[0] lacks field(s) paper"),
+    ('{"device": "pi3", "claims": []}', "field 'created' missing"),
+])
+def test_claims_bad_report_names_file_and_field(tmp_path, content, needle):
+    f = tmp_path / "report.json"
+    if content is not None:
+        f.write_text(content)
+    _assert_user_error(["claims", str(f)], str(f), needle)

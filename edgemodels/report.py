@@ -217,7 +217,8 @@ def _fmt_arm(r: Row) -> str:
     if r.arm_loads is None:
         return ""
     if not r.arm_loads:
-        return f"FAILS: {r.arm_error}" if r.arm_error else "FAILS"
+        # one line: a runtime's multi-line message would break the markdown table
+        return f"FAILS: {' '.join(r.arm_error.split())}" if r.arm_error else "FAILS"
     parts = ["loads"]
     if r.arm_max_abs_diff is not None:
         parts.append(f"max abs diff {r.arm_max_abs_diff:.2g}")  # no "|": breaks markdown tables

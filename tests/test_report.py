@@ -70,9 +70,10 @@ def test_table_omits_empty_columns():
 def test_table_arm_failure_and_not_pretrained_flag():
     rep = Report("pi3", {})
     r = rep.row("bert-large", "fp32")
-    r.arm_loads, r.arm_error, r.pretrained = False, "Illegal instruction", False
+    r.arm_loads, r.arm_error, r.pretrained = False, "Illegal instruction\nRegistration failed.\n", False
     text = rep.table()
-    assert "FAILS: Illegal instruction" in text
+    assert "FAILS: Illegal instruction Registration failed." in text
+    assert len(text.splitlines()[2].split("|")) == len(text.splitlines()[0].split("|"))
     assert "bert-large†" in text and "not initialised from pretrained" in text
 
 

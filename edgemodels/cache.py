@@ -161,6 +161,8 @@ class ArtifactCache:
                 return hit
             final = self.path_for(key)
             final.parent.mkdir(parents=True, exist_ok=True)
+            for stale in final.parent.glob(f".{final.name}.building.*"):  # a killed build's leftovers;
+                shutil.rmtree(stale, ignore_errors=True)  # we hold the key's lock, so nobody is using them
             tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building."))
             try:
                 start = time.perf_counter()

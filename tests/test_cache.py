@@ -197,6 +197,7 @@ def test_process_killed_mid_build_is_never_served_and_next_call_rebuilds(tmp_pat
     calls: list = []
     e = store.get_or_build(key, _builder(calls))  # the dead process's lock was released by the OS
     assert len(calls) == 1 and e.cache_hit is False and e.file("blob.bin").read_bytes() == b"payload"
+    assert [d.name for d in (tmp_path / "cache" / "test").iterdir()] == [e.path.name]  # leftovers swept
 
 
 # ---------------------------------------------------------------- entries / clear

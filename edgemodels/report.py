@@ -258,7 +258,7 @@ def _rows_table(rows: list[Row]) -> str:
             _fmt_bool(r.fits),
             runtime,
             _fmt_arm(r),
-            "; ".join(r.notes),
+            "; ".join(dict.fromkeys(r.notes)),  # several tests may add the same note to one row
         ])
     keep = [i for i in range(len(headers)) if i < 3 or any(line[i] for line in body)]
     text = tabulate([[line[i] for i in keep] for line in body], headers=[headers[i] for i in keep],

@@ -275,14 +275,16 @@ def _rows_table(rows: list[Row]) -> str:
     return text + ("\n" + "\n".join(foot) if foot else "")
 
 
+_VERDICT = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
+
+
 def claims_table(claims: Iterable[Claim]) -> str:
     """Paper claim vs what this run found, with how 'ours' was defined."""
     claims = list(claims)
     if not claims:
         return "(no paper claims evaluated)"
-    verdict = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
     return tabulate(
-        [[c.claim, c.paper, c.ours, verdict[c.holds], c.definition] for c in claims],
+        [[c.claim, c.paper, c.ours, _VERDICT[c.holds], c.definition] for c in claims],
         headers=["claim", "paper", "ours", "verdict", "definition"],
         tablefmt="github", disable_numparse=True,
     )
@@ -333,12 +335,11 @@ def merge_claims(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def merged_claims_table(merged: list[dict[str, Any]]) -> str:
-    verdict = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
     if not merged:
         return "(no paper claims in these reports)"
     return tabulate(
-        [[c["claim"], c["paper"], c["ours"], c["definition"], verdict[c["holds"]], f"{c['device']}, {c['created'][:10]}"]
-         for c in merged],
+        [[c["claim"], c["paper"], c["ours"], c["definition"], _VERDICT[c["holds"]],
+          f"{c['device']}, {c['created'][:10]}"] for c in merged],
         headers=["claim", "paper", "our measurement", "definition", "holds?", "run"],
         tablefmt="github", disable_numparse=True)
 

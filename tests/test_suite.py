@@ -33,8 +33,6 @@ def test_every_scale_can_evaluate_each_claim(scale):
     assert {Case("bert-large", "fp32"), Case("mobilebert", "drq"), Case("mobilebert", "drq-compat")} <= cases
     # accuracy drop: each pair's large fp32 and compact drq
     for large, compact in suite.PAIRS:
-        if suite.get_scale(scale).from_scratch:
-            continue
         assert Case(large, "fp32") in cases and Case(compact, "drq") in cases
     # speed: a deployment candidate
     assert any(c.candidate for c in cases)

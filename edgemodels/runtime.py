@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
@@ -123,7 +124,7 @@ class TFLiteModel:
     def input_dtype(self, name: str):
         return self._inputs[name]["dtype"]
 
-    @property
+    @cached_property  # read inside the timed loop: the signature does not change after load
     def fixed_length(self) -> int | None:
         """The compiled sequence length, or None for a dynamic-length model."""
         shape = self.input_shape(self.input_names[0])

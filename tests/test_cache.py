@@ -247,13 +247,19 @@ def test_clear_during_a_build_does_not_break_the_build(tmp_path):
     t = threading.Thread(target=build)
     t.start()
     assert started.wait(10)
-    c = threading.Thread(target=store.clear)  # may block on the entry's lock once fixed
+    cleared: list[int] = []
+    c = threading.Thread(target=lambda: cleared.append(store.clear()))  # skips the uncommitted temp dir
     c.start()
     time.sleep(0.3)
     proceed.set()
     t.join(10)
     c.join(10)
+    assert not t.is_alive() and not c.is_alive()
     assert errors == []
+    hit = store.get(KEY)
+    assert len(cleared) == 1 and (hit is not None) == (cleared[0] == 0)  # cleared before or after the commit
+    if hit is not None:
+        assert hit.file("blob.bin").read_bytes() == b"late"
 
 
 def test_memo_json_computes_once(tmp_path):
@@ -278,6 +284,19 @@ def test_atomic_write_text_leaves_no_temp_files(tmp_path):
     with pytest.raises((TypeError, AttributeError)):
         cache.atomic_write_text(target, 123)  # type: ignore[arg-type]
     assert target.read_text() == "two"
+
+
+def test_atomic_write_failing_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "d" / "f.json"
+    cache.atomic_write_text(target, "old")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "fsync", disk_full)  # after the temp file holds the new bytes
+    with pytest.raises(OSError, match="No space"):
+        cache.atomic_write_text(target, "new")
+    assert target.read_text() == "old"
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
 
 

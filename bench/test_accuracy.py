@@ -1,13 +1,17 @@
 """Accuracy of each .tflite through the interpreter, on the data set's evaluation split.
 
 Floors are measured values minus headroom, keyed by (data kind, scale, model). Each was produced by
-the command and on the date written beside it; a data set or scale without a floor falls back to
-"beat the majority class", which every fine-tuned model must.
+the command and on the date written beside it, and each beats the majority class (the accuracy of a model
+that learned nothing) by at least MAJORITY_MARGIN_PTS; a data set or scale without a floor falls back to
+"beat the majority class by that margin", which every fine-tuned model must.
+
+A model that has a pretrained source but ended up a random init FAILS here (with the install command); only
+a model with no pretrained source reachable skips (edgemodels.models.random_init_verdict says which).
 """
 
 import pytest
 
-from edgemodels import data, suite
+from edgemodels import data, models, suite
 
 pytestmark = pytest.mark.accuracy
 
@@ -17,34 +21,58 @@ FLOORS: dict[tuple[str, str, str, str], float] = {
     # test split; training is bit-identical across runs) on 2026-11-24, 2-core x86-64: minilm-l6 fp32 80.8 %,
     # fp16 80.8 %, drq 80.2 %, drq dynamic 81.0 %, drq-compat 79.0 %, int8 65.5 %; mpnet-base fp32 and drq
     # 73.0 % (MPNet is under-trained at this budget: it never predicts "negative").
-    # Floors = the lowest measured value of the group - 3 points.
+    # Floors = the lowest measured value of the group - 3 points. int8 has no floor of its own: it predicts
+    # the majority class (a known loss, KNOWN_MODE_LOSSES), so it xfails against the model's floor.
+    # The same command on 2026-11-25 on a 2-core AMD EPYC VM: minilm-l6 the same within 0.5 point (fp32 and
+    # drq identical), but mpnet-base fp32 and drq 68.7 %: training is bit-identical only on one CPU, and
+    # under-trained MPNet is the model a CPU's float kernels move most. Its floor is therefore the majority
+    # class + the margin (65.67 % + 2 pt, rounded up), not 73.0 % - 3; the per-machine accuracy baselines
+    # (bench/baselines/builtin/ci) still gate each CPU's exact figure.
     ("builtin", "ci", "minilm-l6", "*"): 0.76,
-    ("builtin", "ci", "minilm-l6", "int8"): 0.625,
-    ("builtin", "ci", "mpnet-base", "*"): 0.70,
+    ("builtin", "ci", "mpnet-base", "*"): 0.68,
     # Measured by `pytest bench/ --scale=paper --device=desktop --data replab:DIR` (RepLab 2013 training split:
     # one epoch over 24,140 tweets, evaluated on the whole 2,682-tweet seeded validation split; majority class
     # 59.5 %) on 2026-11-24, 2-core x86-64: minilm-l6 fp32 74.6 %, fp16 74.6 %, drq 74.7 %, drq-compat 74.2 %,
     # at dynamic length the same within 0.1 point; int8 32.7 % (a known loss, below); mpnet-base fp32 77.6 %,
     # fp16 77.7 %, drq 77.8 %, drq-compat 77.0 %, int8 59.4 % (a known loss).
+    # int8 (32.7 % and 59.4 %) sits at or below the majority class: known losses, no floor of their own.
     ("replab", "paper", "minilm-l6", "*"): 0.71,
-    ("replab", "paper", "minilm-l6", "int8"): 0.29,
     ("replab", "paper", "mpnet-base", "*"): 0.74,
-    ("replab", "paper", "mpnet-base", "int8"): 0.56,
+}
+
+MAJORITY_MARGIN_PTS = 2.0
+"""How far (points) every floor must sit above the majority class: a model that always predicts the most
+frequent label scores exactly the majority rate, so a floor at or below it tests nothing. Two points is
+~1.5 standard errors of an accuracy on the 600-example CI sample (sqrt(0.66 * 0.34 / 600) = 1.9 points)."""
+
+MAJORITY_RATES: dict[tuple[str, str], float] = {
+    # Majority-class share of each evaluation set the floors were measured on (tests/test_suite.py recomputes
+    # the built-in one; RepLab's is from `python -m edgemodels data stats --data replab:DIR`, 2026-11-24).
+    ("builtin", "ci"): 0.6567,
+    ("replab", "paper"): 0.595,
 }
 
 
-def _floor(bench, case, majority: float) -> tuple[float, str]:
-    kind = data.parse_spec(bench.data_spec).kind
-    for key in ((kind, bench.scale.name, case.model, case.quant), (kind, bench.scale.name, case.model, "*")):
+def floor_for(kind: str, scale: str, model: str, mode: str, majority: float) -> tuple[float, str]:
+    """(minimum accuracy, why); accuracy must be strictly above it. A recorded floor not clearing the
+    majority class by the margin is a defect of this table, reported as such."""
+    bar = majority + MAJORITY_MARGIN_PTS / 100
+    for key in ((kind, scale, model, mode), (kind, scale, model, "*")):
         if key in FLOORS:
+            if not FLOORS[key] > bar:
+                raise ValueError(f"FLOORS[{key}] = {FLOORS[key]} does not beat the majority class {majority:.4f} "
+                                 f"by {MAJORITY_MARGIN_PTS} points: it tests nothing; re-measure it")
             return FLOORS[key], f"recorded floor for {key}"
-    return majority, "majority-class baseline (no floor recorded for this data set and scale)"
+    return bar, (f"majority class {majority:.4f} + {MAJORITY_MARGIN_PTS} points "
+                 "(no floor recorded for this data set and scale)")
 
 
 def _require_trained(art, case):
-    if not art.manifest.get("trained"):
-        pytest.skip(f"{case.model} is a random init from its exact config (no pretrained weights: "
-                    f"{'; '.join(art.manifest.get('weights_trail') or [])}); accuracy would be meaningless")
+    """A random init's accuracy is meaningless: fail where pretrained weights should be here, else skip."""
+    if art.manifest.get("trained"):
+        return
+    verdict = models.random_init_verdict(case.model, art.manifest.get("weights_trail") or ())
+    (pytest.fail if verdict.fault else pytest.skip)(f"{case.id} is a random init: {verdict.reason}")
 
 
 def test_accuracy_floor(bench, case):
@@ -53,9 +81,16 @@ def test_accuracy_floor(bench, case):
     acc = bench.accuracy(case)
     row = bench.row(case)
     row.accuracy, row.macro_f1 = acc.accuracy, acc.macro_f1
-    floor, why = _floor(bench, case, acc.majority_accuracy)
-    assert acc.accuracy >= floor, (
-        f"{case.id}: accuracy {acc.accuracy:.4f} on {acc.n} examples < {floor:.4f} ({why}); "
+    kind = data.parse_spec(bench.data_spec).kind
+    try:
+        floor, why = floor_for(kind, bench.scale.name, case.model, case.quant, acc.majority_accuracy)
+    except ValueError as exc:
+        pytest.fail(str(exc))
+    known = KNOWN_MODE_LOSSES.get((kind, bench.scale.name, case.model, case.quant))
+    if known and not acc.accuracy > floor:
+        pytest.xfail(f"known loss ({known}); this run: {acc.accuracy:.4f} <= {floor:.4f} ({why})")
+    assert acc.accuracy > floor, (
+        f"{case.id}: accuracy {acc.accuracy:.4f} on {acc.n} examples, not above {floor:.4f} ({why}); "
         f"macro-F1 {acc.macro_f1:.4f}, runtime {acc.runtime} {acc.runtime_version}")
 
 
@@ -68,7 +103,7 @@ def test_drop_vs_fp32(bench, case):
     art = bench.artifact(case)
     _require_trained(art, case)
     drop = 100 * (bench.accuracy(ref_case).accuracy - bench.accuracy(case).accuracy)
-    bench.row(case).accuracy_drop = drop
+    bench.row(case).accuracy_delta_vs_fp32_pts = -drop  # the report's sign: negative = loss
     tol = suite.MODE_DROP_TOLERANCE_PTS[case.quant]
     known = KNOWN_MODE_LOSSES.get((data.parse_spec(bench.data_spec).kind, bench.scale.name, case.model, case.quant))
     if known:

@@ -15,10 +15,13 @@ pytestmark = pytest.mark.throughput
 
 
 def test_throughput(bench, case, benchmark):
-    run = bench.throughput_runner(case)  # skips/xfails with the runtime's own error if it cannot load
-    benchmark.pedantic(run, warmup_rounds=1, rounds=bench.scale.throughput_rounds, iterations=1)
-    stats = measure.LatencyStats.from_samples(benchmark.stats.stats.data)
-    result = bench.record_throughput(case, stats, benchmark.extra_info)
+    if bench.target is not None:  # --remote: timed on the device by the worker there, not by this host
+        result = bench.remote_throughput(case, benchmark.extra_info)
+    else:
+        run = bench.throughput_runner(case)  # skips/xfails with the runtime's own error if it cannot load
+        benchmark.pedantic(run, warmup_rounds=1, rounds=bench.scale.throughput_rounds, iterations=1)
+        stats = measure.LatencyStats.from_samples(benchmark.stats.stats.data)
+        result = bench.record_throughput(case, stats, benchmark.extra_info)
     target = bench.profile.target_inferences_per_s
     msg = (f"{case.id} on {bench.device}: {result.label} < target {target}/s "
            f"(method: {result.method}; {result.basis})")

@@ -1,29 +1,44 @@
 """Content-addressed artifact cache.
 
 An entry's directory name is a digest of everything that changes its bytes (the caller passes those
-parts). An entry is built in a private temp directory and renamed into place only after its
-`manifest.json` — which lists every file with size and sha256 — is written, under a per-key file lock,
-so parallel pytest workers build each artifact once and an interrupted build is never served. A
-committed entry whose files no longer match the manifest is treated as corrupt and rebuilt.
+parts). Every kind of entry (artifacts, memoised results, the ARM user-lands of emulation.py, the
+unpacked weights of models.py) follows ONE completion rule, `locked_build`: build in a private
+``.<name>.building.*`` directory under the key's file lock, write the entry marker last, rename into
+place. So parallel pytest workers build each entry once, an interrupted build is never served, and
+`cache clear` can tell what is ours: only directories with a valid entry marker (and our own
+``.building.*`` leftovers) are ever deleted. An artifact's `manifest.json` lists every file with size
+and sha256; the directory listing is checked against it and the marker holds the manifest's digest,
+so neither a damaged file nor a damaged manifest is served.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+from edgemodels.errors import EdgeModelsError
 
 CACHE_ENV = "EDGEMODELS_CACHE"
 MANIFEST = "manifest.json"
+ROOT_MARKER = ".edgemodels-cache"
+"""Written into the cache root when this code creates it: `cache clear` refuses a directory without it
+(unless it already holds valid entries: a cache made before the marker existed)."""
+ENTRY_MARKER = ".edgemodels-entry.json"
+"""Written last into every entry: {"entry": its directory name, "manifest_sha256", "files", "size_bytes"}."""
+BUILDING = ".building."
 SCHEMA = 1
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def default_root() -> Path:
@@ -98,9 +113,217 @@ class CorruptEntry(RuntimeError):
     pass
 
 
+class CacheError(EdgeModelsError):
+    """The cache directory cannot be used as asked (a file, read-only, not an edgemodels cache, in the way)."""
+
+
+def _cache_hint(root: Path) -> str:
+    return f"choose another directory with --cache / --edge-cache / ${CACHE_ENV} (now {root})"
+
+
+def _not_writable(exc: OSError, path: Path, root: Path) -> CacheError:
+    return CacheError(f"{path}: cannot write to the cache ({exc.strerror or exc}); make it writable or "
+                      + _cache_hint(root))
+
+
+def check_root(root: Path) -> Path:
+    """`root` if it is a directory or absent; a CacheError (not NotADirectoryError later) if it is a file."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise CacheError(f"{root}: is a file, not a directory; the artifact cache must be a directory: "
+                         + _cache_hint(root))
+    return root
+
+
+def ensure_root(root: Path) -> Path:
+    """Create the cache root, with its marker when this call creates it (or finds it empty)."""
+    root = check_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / ROOT_MARKER).exists() and not any(root.iterdir()):
+            atomic_write_text(root / ROOT_MARKER, json.dumps({"edgemodels_cache": SCHEMA}) + "\n")
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE:
+            raise _not_writable(exc, root, root) from exc
+        raise
+    return root
+
+
+def lock_path(final: Path) -> Path:
+    """The file lock guarding one entry's build (and its removal): <root>/locks/<kind>/<name>.lock."""
+    return final.parent.parent / "locks" / final.parent.name / f"{final.name}.lock"
+
+
+@contextlib.contextmanager
+def _locked(path: Path, root: Path, timeout: float = -1) -> Iterator[None]:
+    """Hold the file lock at `path`; Timeout if `timeout` >= 0 runs out; CacheError on a read-only cache."""
+    try:
+        lock = FileLock(str(path), timeout=timeout)
+        lock.acquire()
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE:
+            raise _not_writable(exc, path, root) from exc
+        raise
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _walk_files(path: Path) -> dict[str, int]:
+    """Relative path -> size of every regular file under `path` (symlinks not followed), by stat only."""
+    out: dict[str, int] = {}
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if not os.path.islink(full):
+                out[os.path.relpath(full, path)] = st.st_size
+    return out
+
+
+def _legacy_marker(path: Path) -> dict[str, Any] | None:
+    """Entries completed before ENTRY_MARKER existed, each by the marker its builder wrote last."""
+    suffix = path.name.rsplit("-", 1)[-1]
+    for name, field_ in ((MANIFEST, "key"), ("complete.json", "recipe_hash")):
+        try:
+            obj = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(obj, dict):
+            return None
+        value = obj.get(field_)
+        value = value.get("digest") if isinstance(value, dict) else value
+        if isinstance(value, str) and len(suffix) >= 12 and value.startswith(suffix):
+            return {"entry": path.name, "legacy": name}
+        return None
+    if path.parent.name == "weights" and (path / ".complete").is_file():  # models.py's split-zip unpack
+        return {"entry": path.name, "legacy": ".complete"}
+    return None
+
+
+def entry_marker(path: Path) -> dict[str, Any] | None:
+    """THE completion rule, for every kind: the marker of a finished entry directory, else None.
+
+    Cheap (reads one small file): `cache ls` and `cache clear` rely on it; contents are checked on use.
+    """
+    path = Path(path)
+    try:
+        marker = json.loads((path / ENTRY_MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return _legacy_marker(path) if path.is_dir() else None
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("entry") == path.name else None
+
+
+def _mkdirs(path: Path, root: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE:
+            raise _not_writable(exc, path, root) from exc
+        raise
+
+
+def _remove(path: Path, root: Path) -> None:
+    """rmtree, entries first renamed to a `.building.` leftover: a removal that fails half-way is never
+    mistaken for an entry, and the next `cache clear` (or build of that key) finishes it."""
+    try:
+        if BUILDING not in path.name:
+            doomed = path.with_name(f".{path.name}{BUILDING}removing-{os.getpid()}-{time.monotonic_ns()}")
+            os.rename(path, doomed)
+            path = doomed
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE:
+            raise CacheError(f"{path}: cannot remove it ({exc.strerror}); make the cache writable or "
+                             + _cache_hint(root)) from exc
+        raise
+
+
+def locked_build(
+    root: Path,
+    kind: str,
+    name: str,
+    build: Callable[[Path], Mapping[str, Any] | None],
+    *,
+    complete: Callable[[Path], bool] | None = None,
+) -> tuple[Path, bool]:
+    """Build `<root>/<kind>/<name>` once: (path, True) if this call built it, (path, False) if it was there.
+
+    Under the entry's lock: sweep this name's `.building.*` leftovers, `build(tmp)` in a fresh
+    `.<name>.building.*` directory, write ENTRY_MARKER last, rename into place. `complete(path)` says whether
+    an existing entry is usable (default: it has a valid marker); one that has our marker but is not
+    usable is replaced, anything else in the way is an error, never deleted.
+    """
+    complete = complete or (lambda p: entry_marker(p) is not None)
+    final = Path(root) / kind / name
+    if complete(final):
+        return final, False
+    ensure_root(root)
+    _mkdirs(final.parent, Path(root))
+    _mkdirs(lock_path(final).parent, Path(root))
+    with _locked(lock_path(final), Path(root)):
+        if complete(final):
+            return final, False
+        if (final.exists() or final.is_symlink()) and entry_marker(final) is None:
+            raise CacheError(f"{final}: in the way of a cache entry but not one (no valid {ENTRY_MARKER}); "
+                             "it was not made by edgemodels, so it is left alone: move or delete it")
+        for stale in final.parent.glob(f".{name}{BUILDING}*"):  # a killed build's leftovers; we hold the lock
+            _remove(stale, Path(root))
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}{BUILDING}"))
+        except OSError as exc:
+            if exc.errno in _NOT_WRITABLE:
+                raise _not_writable(exc, final.parent, Path(root)) from exc
+            raise
+        try:
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from its other users
+            build(tmp)
+            files = _walk_files(tmp)
+            mf = tmp / MANIFEST
+            marker = {"entry": name, "kind": kind, "files": len(files), "size_bytes": sum(files.values()),
+                      "manifest_sha256": sha256_file(mf) if mf.is_file() else None,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            atomic_write_text(tmp / ENTRY_MARKER, json.dumps(marker, indent=2) + "\n")
+            if final.exists() or final.is_symlink():  # ours (it has our marker) but unusable: replace it
+                if final.is_symlink():
+                    final.unlink()
+                else:
+                    _remove(final, Path(root))
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final, True
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One directory in the cache as `cache ls` shows it, judged without hashing."""
+
+    path: Path
+    kind: str
+    state: str  # complete | corrupt (will rebuild) | building (a build's temp dir) | unrecognised (not ours)
+    size_bytes: int
+    manifest: dict[str, Any] | None = None
+    why: str = ""
+
+
+@dataclass
+class Cleared:
+    removed: list[Path] = field(default_factory=list)  # entries
+    leftovers: list[Path] = field(default_factory=list)  # .building.* dirs of killed builds
+    busy: list[Path] = field(default_factory=list)  # locked by a build in progress: left alone
+    kept: list[Path] = field(default_factory=list)  # not ours (no valid marker): never deleted
+
+
 class ArtifactCache:
     def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root is not None else default_root()
+        self.root = check_root(Path(root) if root is not None else default_root())
         # Entries this instance has hashed, with the (size, mtime) of each file then: a later hit whose files
         # are unchanged skips the re-hash (1-2 s for BERT-Large's 1.3 GB). Another process hashes again.
         self._hashed: dict[Path, tuple] = {}
@@ -108,35 +331,55 @@ class ArtifactCache:
     def path_for(self, key: Key) -> Path:
         return self.root / key.kind / key.dirname
 
-    def _lock(self, key: Key) -> FileLock:
-        locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(locks / f"{key.digest[:24]}.lock"))
+    def _legacy_lock(self, digest_: str) -> Path:
+        """The per-key lock builds by earlier edgemodels versions take (held too, so old and new agree)."""
+        return self.root / "locks" / f"{digest_[:24]}.lock"
 
-    def verify(self, path: Path) -> dict[str, Any]:
-        """The manifest of a complete, intact entry; CorruptEntry otherwise (with what is wrong)."""
+    def verify(self, path: Path, key: Key | None = None, *, deep: bool = True) -> dict[str, Any]:
+        """The manifest of a complete, intact entry; CorruptEntry otherwise (with what is wrong).
+
+        Checks the marker, the manifest against the marker's digest (and the key), the directory's own
+        listing against the manifest, sizes, and (deep) every file's sha256.
+        """
+        marker = entry_marker(path)
+        if marker is None:
+            raise CorruptEntry(f"{path}: no valid {ENTRY_MARKER} (an interrupted or foreign build)")
         mf = path / MANIFEST
-        if not mf.is_file():
-            raise CorruptEntry(f"{path}: no {MANIFEST} (an interrupted build)")
         try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raw = mf.read_bytes()
+        except OSError as exc:
+            raise CorruptEntry(f"{mf}: missing or unreadable ({exc})") from exc
+        if marker.get("manifest_sha256") and hashlib.sha256(raw).hexdigest() != marker["manifest_sha256"]:
+            raise CorruptEntry(f"{mf}: does not match the digest in {ENTRY_MARKER} (changed after the build)")
+        try:
+            manifest = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptEntry(f"{mf}: unreadable manifest: {exc}") from exc
-        files = manifest.get("files", {})
-        stats = {}
+        digest_ = manifest.get("key", {}).get("digest") if isinstance(manifest, dict) else None
+        if not isinstance(digest_, str) or not path.name.endswith("-" + digest_[:16]):
+            raise CorruptEntry(f"{mf}: its key digest does not name this directory")
+        if key is not None and digest_ != key.digest:
+            raise CorruptEntry(f"{mf}: built for key {digest_[:16]}, not {key.digest[:16]}")
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise CorruptEntry(f"{mf}: no 'files' table")
+        on_disk = _walk_files(path)
+        on_disk.pop(MANIFEST, None)
+        on_disk.pop(ENTRY_MARKER, None)
+        for rel in sorted(set(files) ^ set(on_disk)):
+            why = "listed in the manifest but missing" if rel in files else "present but not in the manifest"
+            raise CorruptEntry(f"{path / rel}: {why}")
         for rel, meta in files.items():
-            f = path / rel
-            if not f.is_file():
-                raise CorruptEntry(f"{f}: listed in the manifest but missing")
-            st = f.stat()
-            if st.st_size != meta["size"]:
-                raise CorruptEntry(f"{f}: size {st.st_size} != {meta['size']} in the manifest")
-            stats[rel] = (st.st_size, st.st_mtime_ns)
+            if not isinstance(meta, dict) or on_disk[rel] != meta.get("size"):
+                raise CorruptEntry(f"{path / rel}: size {on_disk[rel]} != {meta.get('size') if isinstance(meta, dict) else meta} in the manifest")
+        if not deep:
+            return manifest
+        stats = {rel: (size, (path / rel).stat().st_mtime_ns) for rel, size in on_disk.items()}
         signature = (mf.stat().st_mtime_ns, tuple(sorted(stats.items())))
         if self._hashed.get(path) == signature:
             return manifest
         for rel, meta in files.items():
-            if sha256_file(path / rel) != meta["sha256"]:
+            if sha256_file(path / rel) != meta.get("sha256"):
                 raise CorruptEntry(f"{path / rel}: sha256 differs from the manifest")
         self._hashed[path] = signature
         return manifest
@@ -146,73 +389,122 @@ class ArtifactCache:
         if not path.exists():
             return None
         try:
-            return Entry(path, self.verify(path), cache_hit=True)
+            return Entry(path, self.verify(path, key), cache_hit=True)
         except CorruptEntry:
             return None
+
+    def _usable(self, path: Path, key: Key) -> bool:
+        try:
+            self.verify(path, key)
+            return True
+        except CorruptEntry:
+            return False
 
     def get_or_build(self, key: Key, build: Callable[[Path], dict[str, Any]]) -> Entry:
         """`build(tmpdir)` writes the files and returns manifest fields; it runs at most once per key."""
         hit = self.get(key)
         if hit is not None:
             return hit
-        with self._lock(key):
-            hit = self.get(key)  # another worker may have built it while we waited
-            if hit is not None:
-                return hit
-            final = self.path_for(key)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            for stale in final.parent.glob(f".{final.name}.building.*"):  # a killed build's leftovers;
-                shutil.rmtree(stale, ignore_errors=True)  # we hold the key's lock, so nobody is using them
-            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building."))
-            try:
-                start = time.perf_counter()
-                fields = dict(build(tmp))
-                files = {
-                    str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-                    for p in sorted(tmp.rglob("*")) if p.is_file()
-                }
-                manifest = {
-                    **fields,
-                    "key": {"kind": key.kind, "digest": key.digest, "parts": key.parts},
-                    "build_seconds": round(time.perf_counter() - start, 2),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "files": files,
-                }
-                atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
-                if final.exists():  # a corrupt or interrupted entry: replace it
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            return Entry(final, manifest, cache_hit=False)
+        built: dict[str, Any] = {}
 
-    def entries(self) -> list[tuple[Path, dict[str, Any] | None]]:
-        """Every committed entry with its manifest (None = corrupt: it will be rebuilt)."""
-        out = []
-        if not self.root.exists():
+        def build_with_manifest(tmp: Path) -> None:
+            start = time.perf_counter()
+            fields = dict(build(tmp))
+            files = {
+                str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+                for p in sorted(tmp.rglob("*")) if p.is_file() and not p.is_symlink()
+            }
+            built.update({
+                **fields,
+                "key": {"kind": key.kind, "digest": key.digest, "parts": key.parts},
+                "build_seconds": round(time.perf_counter() - start, 2),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "files": files,
+            })
+            atomic_write_text(tmp / MANIFEST, json.dumps(built, indent=2, default=str))
+
+        ensure_root(self.root)
+        _mkdirs(self.root / "locks", self.root)
+        with _locked(self._legacy_lock(key.digest), self.root):
+            path, fresh = locked_build(self.root, key.kind, key.dirname, build_with_manifest,
+                                       complete=lambda p: self._usable(p, key))
+        if fresh:
+            return Entry(path, built, cache_hit=False)
+        hit = self.get(key)  # built by another worker while we waited (hashes memoised: cheap)
+        if hit is None:
+            raise CorruptEntry(f"{path}: changed while being read; run again")
+        return hit
+
+    def listing(self) -> list[Listed]:
+        """Every directory in the cache's kind folders, judged without hashing (fast on a 12 GB cache)."""
+        out: list[Listed] = []
+        if not self.root.is_dir():
             return out
-        for kind in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != "locks"):
-            for d in sorted(p for p in kind.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                try:
-                    out.append((d, self.verify(d)))
-                except CorruptEntry:
-                    out.append((d, None))
+        for kind in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != "locks"
+                           and not p.name.startswith(".")):
+            for d in sorted(p for p in kind.iterdir() if p.is_dir() and not p.is_symlink()):
+                if d.name.startswith("."):
+                    if BUILDING in d.name:
+                        out.append(Listed(d, kind.name, "building", sum(_walk_files(d).values()),
+                                          why="a build's temp dir: in progress, or left by a killed build"))
+                    continue
+                marker = entry_marker(d)
+                if marker is None:
+                    out.append(Listed(d, kind.name, "unrecognised", 0, why=f"no valid {ENTRY_MARKER}: not ours"))
+                    continue
+                manifest = None
+                if (d / MANIFEST).exists() or marker.get("legacy") == MANIFEST:
+                    try:
+                        manifest = self.verify(d, deep=False)
+                    except CorruptEntry as exc:
+                        out.append(Listed(d, kind.name, "corrupt", int(marker.get("size_bytes") or 0), why=str(exc)))
+                        continue
+                size = marker.get("size_bytes")
+                if size is None:
+                    size = (sum(f["size"] for f in manifest["files"].values()) if manifest
+                            else sum(_walk_files(d).values()))
+                out.append(Listed(d, kind.name, "complete", int(size), manifest))
         return out
 
-    def clear(self) -> int:
-        """Remove every committed entry, each under its build lock (builds in progress are left alone)."""
-        n = 0
-        for path, manifest in self.entries():
-            digest_ = (manifest or {}).get("key", {}).get("digest")
-            lock = FileLock(str(self.root / "locks" / f"{digest_[:24]}.lock")) if digest_ else None
-            if lock is not None:
-                with lock:
-                    shutil.rmtree(path, ignore_errors=True)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-            n += 1
-        return n
+    def entries(self) -> list[tuple[Path, dict[str, Any] | None]]:
+        """Every entry directory with its manifest (None = corrupt or not ours); temp dirs left out."""
+        return [(e.path, e.manifest if e.state == "complete" else None)
+                for e in self.listing() if e.state != "building"]
+
+    def is_cache(self) -> bool:
+        """Whether the root is an edgemodels cache: it has ROOT_MARKER, or (older caches) a valid entry."""
+        if (self.root / ROOT_MARKER).is_file():
+            return True
+        return any(e.state in ("complete", "corrupt") for e in self.listing())
+
+    def clear(self) -> Cleared:
+        """Remove every entry that carries our marker, and killed builds' leftovers, each under its lock.
+
+        A directory that is not an edgemodels cache is refused; builds in progress and anything without a
+        valid marker are left alone (and reported).
+        """
+        result = Cleared()
+        if not self.root.exists():
+            return result
+        if not self.is_cache():
+            raise CacheError(
+                f"{self.root}: not an edgemodels cache (no {ROOT_MARKER} and no cache entries in it); refusing "
+                f"to clear it: check --cache / ${CACHE_ENV}")
+        for e in self.listing():
+            if e.state == "unrecognised":
+                result.kept.append(e.path)
+                continue
+            name = e.path.name
+            if e.state == "building":
+                name = name[1:name.index(BUILDING)]
+            try:
+                with _locked(lock_path(e.path.parent / name), self.root, timeout=0):
+                    _remove(e.path, self.root)
+            except Timeout:
+                result.busy.append(e.path)
+                continue
+            (result.leftovers if e.state == "building" else result.removed).append(e.path)
+        return result
 
     def memo_json(self, key: Key, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
         """A deterministic result (accuracy of an artifact on a data set, an emulated run) computed once.

@@ -15,10 +15,48 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgemodels import __version__
+from edgemodels.errors import EdgeModelsError
 
 
-def _quiet_tf() -> None:
+def _quiet_tf(args, *, start_tf: bool = True) -> None:
+    """Keep TensorFlow's, absl's and transformers' start-up lines off the terminal unless -v/--verbose.
+
+    TF_CPP_MIN_LOG_LEVEL only reaches lines logged after absl::InitializeLog; the oneDNN and CUDA probe
+    lines come before it, straight to fd 2, at import and at the first device query. So TensorFlow is
+    started here with fd 2 set aside (edgemodels.quiet), before the command needs it.
+    """
+    from edgemodels import quiet
+
+    if getattr(args, "verbose", False) or not quiet.quiet():
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not start_tf:
+        return
+    with quiet.native_stderr():
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe (cuInit) logs here, not at import
+        except ImportError:
+            return  # the command itself says how to install it
+    with contextlib.suppress(ImportError):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # "Some layers ... were not used", deprecation notices
+
+
+def _set_quiet(args) -> None:
+    """Quiet by default (an exported EDGEMODELS_QUIET wins); -v shows everything, in worker processes too."""
+    from edgemodels import quiet
+
+    if args.verbose:
+        quiet.set_quiet(False)
+    elif quiet.ENV not in os.environ:
+        quiet.set_quiet(True)
 
 
 def _emit(args, obj: dict[str, Any], human: str | None = None) -> None:
@@ -40,16 +78,72 @@ def _seq(value: str) -> int | None:
     return n
 
 
+def _number(value: str, kind, what: str, ok) -> Any:
+    try:
+        n = kind(value)
+    except ValueError:
+        n = None
+    if n is None or n != n or not ok(n):  # n != n: NaN
+        raise argparse.ArgumentTypeError(f"must be {what}, not {value!r}")
+    return n
+
+
+def _non_negative_int(value: str) -> int:
+    return _number(value, int, "an integer >= 0", lambda n: n >= 0)
+
+
+def _positive_float(value: str) -> float:
+    return _number(value, float, "a positive number", lambda n: 0 < n < float("inf"))
+
+
+def _fraction(value: str) -> float:
+    return _number(value, float, "a number strictly between 0 and 1", lambda n: 0 < n < 1)
+
+
+def _seq_length(value: str) -> int:
+    return _number(value, int, "an integer >= 2", lambda n: n >= 2)
+
+
+def max_positions(model: str) -> int:
+    """How many token positions `model` can embed: the most --seq/--max-length may ask for."""
+    from edgemodels.models import get
+
+    spec = get(model)
+    n = int(dict(spec.config).get("max_position_embeddings", 512))  # 512: MobileBertConfig's default
+    return n - 2 if spec.model_type == "mpnet" else n  # RoBERTa-style positions start after padding_idx (1)
+
+
+class OptionError(EdgeModelsError):
+    """Options that parse but cannot work together (e.g. --seq beyond the model's positions)."""
+
+
+def check_options(args) -> None:
+    """Checks argparse cannot make alone: against the model's positions and the data spec (parse time)."""
+    from edgemodels import data
+
+    if getattr(args, "data", None) is not None and args.command in ("build", "evaluate", "data"):
+        data.parse_spec(args.data)  # DataError naming the spec: even where the model would never read it
+    if args.command == "build":
+        limit = max_positions(args.model)
+        for flag, value in (("--seq", args.seq), ("--max-length", args.max_length)):
+            if value is not None and value > limit:
+                raise OptionError(f"{flag} {value}: {args.model} has {limit} token positions; use {flag} {limit} "
+                                  "or less" + (" (or --seq dynamic)" if flag == "--seq" else ""))
+
+
 def cmd_data_stats(args) -> int:
     from edgemodels import data
 
     ds = data.load(args.data, args.split, seed=args.seed, val_fraction=args.val_fraction)
-    out = {"data": str(data.parse_spec(args.data)), "split": args.split, "examples": len(ds.examples),
+    spec = data.parse_spec(args.data)
+    out = {"data": str(spec), "split": args.split, "examples": len(ds.examples),
            "labels": ds.label_counts(), "skipped": dict(ds.skipped), "fingerprint": ds.fingerprint,
-           "majority_accuracy": ds.majority_accuracy()}
+           "majority_accuracy": ds.majority_accuracy(), "label_mapping": spec.label_mapping,
+           "label_rule": spec.label_rule}
     human = "\n".join([
         f"{out['data']} [{args.split}]: {out['examples']} examples",
         "labels:  " + ", ".join(f"{k} {v}" for k, v in out["labels"].items()),
+        f"label mapping: {spec.label_rule}",
         "skipped: " + (", ".join(f"{k} {v}" for k, v in out["skipped"].items()) or "none"),
         f"fingerprint: {ds.fingerprint}",
     ])
@@ -58,7 +152,7 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_build(args) -> int:
-    _quiet_tf()
+    _quiet_tf(args)
     from dataclasses import replace
 
     from edgemodels import cache, pipeline, train
@@ -70,7 +164,7 @@ def cmd_build(args) -> int:
                  if v is not None}
     req = pipeline.BuildRequest(
         model=args.model, quant=args.quant, data=args.data, seq=args.seq, train=replace(cfg, **overrides),
-        weights_dir=args.weights, group_split=args.group_split,
+        weights_dir=args.weights, group_split=args.group_split, val_fraction=args.val_fraction,
     )
     art = pipeline.build(req, cache.ArtifactCache(args.cache))
     out = art.summary()
@@ -88,8 +182,12 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    return _number(value, int, "a positive integer", lambda n: n >= 1)
+
+
 def cmd_evaluate(args) -> int:
-    _quiet_tf()
+    _quiet_tf(args, start_tf=False)  # a TFLite runtime only; its own start-up line is handled in runtime.load
     from edgemodels import data, evaluate, pipeline
 
     tflite = Path(args.tflite)
@@ -105,38 +203,78 @@ def cmd_evaluate(args) -> int:
     if args.limit and len(ds.examples) > args.limit:
         ds = ds.sample(args.limit, seed=args.seed)
     acc = evaluate.evaluate(tflite, ds, tokenizer_dir=tok_dir, max_length=max_length, pad=pad,
-                            runtime_name=args.runtime, threads=args.threads)
+                            runtime_name=args.runtime, threads=args.threads, workers=args.workers,
+                            quiet=args.json)
     out = {**acc.as_dict(), "tflite": str(tflite), "data": args.data, "split": args.split}
     human = (f"{tflite}: accuracy {acc.accuracy:.4f}, macro-F1 {acc.macro_f1:.4f} on {acc.n} "
              f"{args.split} examples (majority class {acc.majority_accuracy:.4f}); "
-             f"runtime {acc.runtime} {acc.runtime_version}")
+             f"runtime {acc.runtime} {acc.runtime_version}; {acc.tweets_per_s:.1f} tweets/s "
+             f"({acc.workers} process(es) x {acc.threads} thread(s), {acc.seconds:.1f} s)")
     _emit(args, out, human)
     return 0
 
 
 def cmd_cache(args) -> int:
+    """ls (fast: no hashing), verify (hashes every file), clear (only our entries and leftovers; asks first)."""
     from edgemodels import cache
 
     store = cache.ArtifactCache(args.cache)
     if args.action == "clear":
-        n = store.clear()
-        _emit(args, {"root": str(store.root), "removed": n}, f"removed {n} entries from {store.root}")
-        return 0
+        return _cache_clear(args, store)
+    if args.action == "verify":
+        rows = []
+        for e in store.listing():
+            if e.state == "corrupt" or (e.state == "complete" and e.manifest is not None):  # arm/weights: no hashes
+                try:
+                    store.verify(e.path)
+                    rows.append({"path": str(e.path), "kind": e.kind, "intact": True, "why": ""})
+                except cache.CorruptEntry as exc:
+                    rows.append({"path": str(e.path), "kind": e.kind, "intact": False, "why": str(exc)})
+        bad = [r for r in rows if not r["intact"]]
+        human = "\n".join([f"verified {len(rows)} entries in {store.root} (sha256 of every file): "
+                           f"{len(bad)} damaged (rebuilt on next use)", *[f"  {r['why']}" for r in bad]])
+        _emit(args, {"root": str(store.root), "verified": len(rows), "damaged": bad}, human)
+        return 1 if bad else 0
     rows = []
-    for path, mf in store.entries():
-        rows.append({"path": str(path), "kind": path.parent.name, "complete": mf is not None,
-                     "size_bytes": sum(f["size"] for f in (mf or {}).get("files", {}).values()),
-                     "model": (mf or {}).get("model"), "quant": (mf or {}).get("quant"),
-                     "seq": (mf or {}).get("seq"), "created": (mf or {}).get("created")})
+    for e in store.listing():
+        mf = e.manifest or {}
+        rows.append({"path": str(e.path), "kind": e.kind, "state": e.state, "complete": e.state == "complete",
+                     "size_bytes": e.size_bytes, "model": mf.get("model"), "quant": mf.get("quant"),
+                     "seq": mf.get("seq"), "created": mf.get("created"), "why": e.why})
     if args.json:
         _emit(args, {"root": str(store.root), "entries": rows})
     else:
         from tabulate import tabulate
 
+        shown = {"complete": "yes", "corrupt": "NO (will rebuild)", "building": "build temp dir (cache clear removes it)",
+                 "unrecognised": "not an entry (left alone)"}
         print(f"cache: {store.root}")
-        print(tabulate([[r["kind"], r["model"], r["quant"] or "", r["seq"] or "", f"{r['size_bytes'] / 1e6:.1f}",
-                         "yes" if r["complete"] else "NO (will rebuild)", Path(r["path"]).name] for r in rows],
+        print(tabulate([[r["kind"], r["model"] or "", r["quant"] or "", r["seq"] or "", f"{r['size_bytes'] / 1e6:.1f}",
+                         shown[r["state"]], Path(r["path"]).name] for r in rows],
                        headers=["kind", "model", "quant", "seq", "MB", "complete", "entry"]))
+    return 0
+
+
+def _cache_clear(args, store) -> int:
+    from edgemodels import cache
+
+    if store.root.exists() and not store.is_cache():
+        store.clear()  # raises CacheError naming the directory
+    doomed = [e for e in store.listing() if e.state != "unrecognised"]
+    if doomed and not args.yes and sys.stdin is not None and sys.stdin.isatty():
+        mb = sum(e.size_bytes for e in doomed) / 1e6
+        prompt = f"remove {len(doomed)} entries and build leftovers ({mb:.1f} MB) from {store.root}? [y/N] "
+        print(prompt, end="", flush=True, file=sys.stderr)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print("nothing removed", file=sys.stderr)
+            return 1
+    res: cache.Cleared = store.clear()
+    out = {"root": str(store.root), "removed": len(res.removed), "leftovers": len(res.leftovers),
+           "busy": [str(p) for p in res.busy], "kept": [str(p) for p in res.kept]}
+    human = (f"removed {len(res.removed)} entries and {len(res.leftovers)} build leftovers from {store.root}"
+             + (f"; {len(res.busy)} in use by a running build, left alone" if res.busy else "")
+             + (f"; {len(res.kept)} directories without an entry marker left alone" if res.kept else ""))
+    _emit(args, out, human)
     return 0
 
 
@@ -179,20 +317,89 @@ def cmd_claims(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    """Time a .tflite here or on a remote device: one fresh worker for latency, another for peak RSS."""
+    from edgemodels import targets
+
+    tflite = Path(args.tflite)
+    if not tflite.is_file():
+        print(f"edgemodels: error: --tflite {tflite}: no such file", file=sys.stderr)
+        return 2
+    try:
+        with targets.from_options(args.remote, identity=args.remote_identity, python=args.remote_python,
+                                  dir=args.remote_dir, known_hosts=args.remote_known_hosts,
+                                  connect_timeout_s=args.connect_timeout) as target:
+            timed = target.run(tflite, runtime=args.runtime, threads=args.threads,
+                               timing=targets.Timing(rounds=args.rounds, warmup=args.warmup, seq_len=args.seq_len))
+            memory = None
+            if timed.loads:
+                memory = target.run(tflite, runtime=timed.identity.runtime, threads=timed.threads,
+                                    memory_runs=3, seq_len=args.seq_len)
+    except targets.TargetError as exc:
+        print(f"edgemodels: error: {exc}", file=sys.stderr)
+        return 2
+    if not timed.loads:
+        out = {"method": timed.identity.method, "loads": False, "error": timed.error,
+               "where": timed.identity.as_dict()}
+        _emit(args, out, f"{tflite}: does not load on {timed.identity.label}: {timed.error}")
+        return 1
+    out = targets.measurement(timed, memory)
+    if out["inferences_per_s"] is None:
+        human = f"{tflite}: {out['label']}: loads; no timing reported ({out.get('note', '')})"
+    else:
+        rss = out["peak_rss_bytes"]
+        human = (f"{tflite}: {out['inferences_per_s']:.3g} inferences/s, p50 {out['p50_ms']:.3g} ms, "
+                 f"p90 {out['p90_ms']:.3g} ms, p99 {out['p99_ms']:.3g} ms, peak RSS "
+                 f"{'n/a' if rss is None else f'{rss / 2**20:.0f} MiB'} ({out['label']}; {out['runtime']} "
+                 f"{out['runtime_version']}, {out['threads']} thread(s), {out['rounds']} rounds)")
+    _emit(args, out, human)
+    return 0
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {n}")
+    return n
+
+
+def add_remote_options(p: argparse.ArgumentParser) -> None:
+    """--remote and its companions (shared by measure; the pytest plugin has the same names)."""
+    p.add_argument("--remote", metavar="ssh://[user@]host[:port]", help="run on this device over SSH")
+    p.add_argument("--remote-identity", metavar="KEY", help="private key file for the SSH login")
+    p.add_argument("--remote-python", metavar="CMD", help="python on the remote (default python3)")
+    p.add_argument("--remote-dir", metavar="DIR",
+                   help="content-addressed upload directory on the remote (default ~/.cache/edgemodels/remote)")
+    p.add_argument("--remote-known-hosts", metavar="FILE",
+                   help="known_hosts to check the remote's host key against (default ~/.ssh/known_hosts; a new "
+                        "host is added, a changed key is refused)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the remote's SSH answer (default 10)")
+
+
 def parser() -> argparse.ArgumentParser:
     from edgemodels.convert import MODES
     from edgemodels.models import REGISTRY
 
     p = argparse.ArgumentParser(prog="edgemodels", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgemodels {__version__}")
+    verbose_help = ("show third-party start-up output (TensorFlow/absl/CUDA lines, the TFLite runtime's "
+                    "delegate messages); also EDGEMODELS_QUIET=0")
+    p.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     common = argparse.ArgumentParser(add_help=False)
+    # also after the command (`edgemodels build ... -v`); SUPPRESS keeps a -v given before it
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     common.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_argument("--cache", type=Path, default=None,
                         help="artifact cache directory (default $EDGEMODELS_CACHE or the user cache dir)")
     split = argparse.ArgumentParser(add_help=False)
     split.add_argument("--data", default=None, help="builtin | replab:DIR | csv:FILE (default $EDGEMODELS_DATA or builtin)")
-    split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--val-fraction", type=float, default=0.1)
+    split.add_argument("--seed", type=_non_negative_int, default=0)
+    split.add_argument("--val-fraction", type=_fraction, default=0.1,
+                       help="share of the training material held out for validation, in (0, 1) (default 0.1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="data set commands").add_subparsers(dest="action", required=True)
@@ -206,10 +413,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quant", required=True, choices=list(MODES))
     b.add_argument("--seq", type=_seq, default=128, help="sequence length, or 'dynamic' (default 128)")
     b.add_argument("--scale", default="ci", choices=("ci", "paper"), help="training budget preset (default ci)")
-    b.add_argument("--epochs", type=int)
-    b.add_argument("--max-examples", type=int)
-    b.add_argument("--max-length", type=int)
-    b.add_argument("--lr", type=float)
+    b.add_argument("--epochs", type=_positive_int)
+    b.add_argument("--max-examples", type=_positive_int)
+    b.add_argument("--max-length", type=_seq_length, help="training truncation length, 2 .. the model's positions")
+    b.add_argument("--lr", type=_positive_float)
     b.add_argument("--class-weights", action="store_true")
     b.add_argument("--group-split", action="store_true", help="validation = whole entities (RepLab)")
     b.add_argument("--weights", type=Path, help="local weights directory (config.json + weights)")
@@ -219,22 +426,39 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--tflite", required=True)
     e.add_argument("--split", choices=("train", "validation", "test"), default="validation")
     e.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime", "tensorflow"))
-    e.add_argument("--threads", type=int)
-    e.add_argument("--limit", type=int, help="evaluate a seeded stratified sample of this many")
+    e.add_argument("--threads", type=_positive_int,
+                   help="threads per interpreter (default: chosen with --workers to use every core)")
+    e.add_argument("--workers", type=_positive_int,
+                   help="processes, one interpreter each (default: one per core for compact models, "
+                        "1 with every core as a thread for models over 200 MB)")
+    e.add_argument("--limit", type=_positive_int, help="evaluate a seeded stratified sample of this many")
     e.add_argument("--tokenizer", help="tokenizer dir, for a .tflite not built by edgemodels")
-    e.add_argument("--max-length", type=int, default=128)
-    e.add_argument("--pad-id", type=int, default=0)
+    e.add_argument("--max-length", type=_seq_length, default=128)
+    e.add_argument("--pad-id", type=_non_negative_int, default=0)
     e.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("cache", help="list or clear the artifact cache")
-    c.add_argument("action", choices=("ls", "clear"))
+    c = sub.add_parser("cache", help="list (no hashing), verify (sha256 of every file) or clear the artifact cache")
+    c.add_argument("action", choices=("ls", "verify", "clear"))
     c.add_argument("--json", action="store_true")
+    c.add_argument("-y", "--yes", action="store_true", help="clear without asking (it asks only on a terminal)")
     c.add_argument("--cache", type=Path, default=None)
     c.set_defaults(func=cmd_cache)
 
     r = sub.add_parser("claims", parents=[common], help="one paper-claims table from bench reports (e.g. one per device)")
     r.add_argument("reports", nargs="+", type=Path, help="bench --report-dir directories or their report.json")
     r.set_defaults(func=cmd_claims)
+
+    m = sub.add_parser("measure", parents=[common],
+                       help="time a .tflite here or on a remote device (--remote ssh://...): latency and peak RSS")
+    m.add_argument("--tflite", required=True)
+    m.add_argument("--threads", type=_positive, help="interpreter threads (default: the target's cores)")
+    m.add_argument("--rounds", type=_positive, default=20, help="timed runs (default 20)")
+    m.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    m.add_argument("--seq-len", type=_positive, help="input length for a dynamic-length model (default 128)")
+    m.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
+                   help="default: the first installed on the target")
+    add_remote_options(m)
+    m.set_defaults(func=cmd_measure)
 
     i = sub.add_parser("info", parents=[common], help="versions, runtimes, weight sources")
     i.add_argument("--offline", action="store_true", help="do not try the hub")
@@ -250,9 +474,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgemodels.runtime import ModelLoadError, RuntimeUnavailable
 
     args = parser().parse_args(argv)
+    _set_quiet(args)
     if getattr(args, "data", "unset") is None:
         args.data = default_spec()
     try:
+        check_options(args)
         if getattr(args, "json", False):
             # Progress (Keras, converters) goes to stderr so stdout holds exactly one JSON object.
             real_stdout = sys.stdout
@@ -260,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.emit_to = real_stdout
                 return args.func(args)
         return args.func(args)
-    except (DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError, ReportError,
-            FileNotFoundError, ValueError) as exc:
+    except (EdgeModelsError, DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError,
+            ReportError, FileNotFoundError, ValueError) as exc:
         print(f"edgemodels: error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ Specs (strings users type, e.g. in ``--data`` or ``$EDGEMODELS_DATA``):
 * ``builtin`` -- the MIT-licensed Twitter Financial News Sentiment set shipped in the package.
 * ``replab:DIR`` -- the official RepLab 2013 package (DIR contains ``training/`` and maybe ``test/``),
   or DIR pointing straight at a ``training`` or ``test`` folder. Tweet texts are never shipped.
-* ``csv:FILE`` -- a .csv/.tsv with ``text`` and ``label`` columns (optional ``group`` column).
+* ``csv:FILE`` -- a .csv/.tsv with ``text`` and ``label`` columns (optional ``group`` column). Labels
+  are class names; numeric labels are never mapped by position (the built-in set codes 1 = positive,
+  other sets 1 = neutral), so they need an explicit mapping: ``csv:FILE?labels=0:negative,1:neutral,2:positive``.
 
 Splits: ``train``/``validation`` are a seeded stratified split of the training material (or, with
 ``group_split=True``, whole groups -- RepLab entities -- go to validation); ``test`` is the separate
@@ -35,6 +37,7 @@ from typing import NoReturn
 import numpy as np
 
 from edgemodels import LABELS
+from edgemodels.errors import EdgeModelsError
 
 __all__ = [
     "DATA_ENV",
@@ -57,8 +60,10 @@ KINDS: tuple[str, ...] = ("builtin", "replab", "csv")
 SPEC_FORMS = (
     "'builtin' (shipped finance-tweet set), "
     "'replab:DIR' (RepLab 2013 package root containing training/, or its training/ or test/ folder), "
-    "'csv:FILE' (a .csv or .tsv file with 'text' and 'label' columns)"
+    "'csv:FILE' (a .csv or .tsv file with 'text' and 'label' columns; numeric labels need a mapping: "
+    "'csv:FILE?labels=0:negative,1:neutral,2:positive')"
 )
+LABEL_MAP_HINT = "csv:FILE?labels=0:negative,1:neutral,2:positive (your file's coding)"
 
 # Bump when the fingerprint recipe changes, so old cache entries stop matching.
 _FP_VERSION = b"edgemodels.data.fingerprint/1"
@@ -69,7 +74,7 @@ _BUILTIN_DIR = ("datasets", "tweet_financial_news")
 _BUILTIN_TRAIN, _BUILTIN_TEST = "sent_train.csv", "sent_valid.csv"
 
 
-class DataError(ValueError):
+class DataError(EdgeModelsError, ValueError):
     """Bad or unusable input data; the message names the file, row/field and how to fix it."""
 
 
@@ -137,10 +142,14 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where data comes from: ``builtin``, ``replab:DIR`` or ``csv:FILE`` (path absolute)."""
+    """Where data comes from: ``builtin``, ``replab:DIR`` or ``csv:FILE`` (path absolute).
+
+    ``labels`` is a csv: file's explicit label mapping (raw value -> class), e.g. (("0", "negative"), ...).
+    """
 
     kind: str
     path: Path | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -149,9 +158,45 @@ class DataSpec:
             raise DataError(f"data kind {self.kind!r} {'takes no' if self.kind == 'builtin' else 'needs a'} path")
         if self.path is not None and not isinstance(self.path, Path):
             object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "labels", tuple((str(k), str(v)) for k, v in self.labels))
+        if self.labels and self.kind != "csv":
+            raise DataError(f"data kind {self.kind!r} has its own label coding; a ?labels= mapping is only for csv:")
+        bad = [v for _, v in self.labels if v not in LABELS]
+        keys = [k for k, _ in self.labels]
+        if bad or len(set(keys)) != len(keys) or any(not k for k in keys):
+            raise DataError(f"label mapping {self._labels_text()!r}: each entry is VALUE:CLASS with a distinct VALUE "
+                            f"and CLASS one of {', '.join(LABELS)}; e.g. {LABEL_MAP_HINT}")
+
+    def _labels_text(self) -> str:
+        return ",".join(f"{k}:{v}" for k, v in self.labels)
 
     def __str__(self) -> str:
-        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+        text = self.kind if self.path is None else f"{self.kind}:{self.path}"
+        return text + (f"?labels={self._labels_text()}" if self.labels else "")
+
+    @property
+    def label_mapping(self) -> dict[str, str]:
+        """Raw label value -> class, as this spec reads it (what `data stats` reports)."""
+        if self.kind == "builtin":
+            return dict(_BUILTIN_LABELS)
+        if self.kind == "replab":
+            return {k: v for k, v in _REPLAB_POLARITY.items()}
+        if self.labels:
+            return dict(self.labels)
+        return {name: name for name in LABELS}
+
+    @property
+    def label_rule(self) -> str:
+        """One line saying which mapping was used, and why."""
+        if self.kind == "builtin":
+            return "the data set's own coding: 0 Bearish -> negative, 1 Bullish -> positive, 2 Neutral -> neutral"
+        if self.kind == "replab":
+            return "RepLab polarity names: NEGATIVE, NEUTRAL, POSITIVE"
+        if self.labels:
+            return ("explicit mapping from the spec: " + ", ".join(f"{k} -> {v}" for k, v in self.labels)
+                    + "; class names are read as themselves")
+        return ("class names (any case); numeric labels are not mapped by position and need "
+                f"an explicit mapping: {LABEL_MAP_HINT}")
 
     @property
     def evaluation_split(self) -> str:
@@ -190,6 +235,10 @@ def parse_spec(spec: str | DataSpec) -> DataSpec:
     kind, rest = kind.strip().lower(), rest.strip()
     if not sep or kind not in ("replab", "csv") or not rest:
         raise DataError(f"unknown data spec {spec!r}; valid forms: {SPEC_FORMS}")
+    labels: tuple[tuple[str, str], ...] = ()
+    head, qsep, query = rest.rpartition("?")
+    if kind == "csv" and qsep and query.startswith("labels=") and not Path(os.path.expanduser(rest)).exists():
+        rest, labels = head.strip(), _parse_label_map(spec, query[len("labels="):])
     path = Path(os.path.abspath(os.path.expanduser(rest)))
     if kind == "replab":
         if not path.is_dir():
@@ -203,7 +252,18 @@ def parse_spec(spec: str | DataSpec) -> DataSpec:
         if not path.is_file():
             what = "is not a file" if path.exists() else "does not exist"
             raise DataError(f"data spec {spec!r}: {path} {what}; give an existing .csv or .tsv file")
-    return DataSpec(kind, path)
+    return DataSpec(kind, path, labels)
+
+
+def _parse_label_map(spec: str, text: str) -> tuple[tuple[str, str], ...]:
+    """``0:negative,1:neutral,2:positive`` -> (("0", "negative"), ...); DataSpec checks the classes."""
+    pairs = []
+    for item in text.split(","):
+        value, sep, label = item.partition(":")
+        if not sep or not value.strip() or not label.strip():
+            raise DataError(f"data spec {spec!r}: label mapping entry {item!r} is not VALUE:CLASS; e.g. {LABEL_MAP_HINT}")
+        pairs.append((value.strip(), label.strip().lower()))
+    return tuple(pairs)
 
 
 def load(
@@ -304,7 +364,8 @@ class _Loader:
                     f"csv:{path} has no test split; use split 'validation' (a seeded split of that file), "
                     "or give the held-out file as a second csv: spec and load its 'train' split"
                 )
-            return _read_labelled_table(_read_bytes(path), str(path), path.name, _delimiter_for(path), _user_label)
+            to_label = _mapped_label(dict(self.spec.labels)) if self.spec.labels else _user_label
+            return _read_labelled_table(_read_bytes(path), str(path), path.name, _delimiter_for(path), to_label)
         training, test = _replab_layout(path)
         if which == "test":
             if test is None:
@@ -456,8 +517,12 @@ def _decode(data: bytes, where: str, encoding: str) -> str:
 
 
 def _records(text: str, where: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number where the record starts, fields); the header is line 1; blank lines skipped."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"')
+    """Yield (line number where the record starts, fields); the header is line 1; blank lines skipped.
+
+    Strict: a quote must close at the end of its field (else a stray quote silently merges rows), and a
+    quoted field may span lines only in comma/semicolon/pipe files (RFC 4180), never in a tab-separated one.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', strict=True)
     start = 1
     while True:
         try:
@@ -466,9 +531,15 @@ def _records(text: str, where: str, delimiter: str) -> Iterator[tuple[int, list[
             return
         except csv.Error as exc:  # e.g. an unbalanced quote swallowing the rest of the file
             raise DataError(
-                f"{where}: line {start}: cannot parse the row ({exc}); check for an unbalanced double quote "
-                "and fix or delete that row"
+                f"{where}: line {start}: cannot parse the row ({exc}); a double quote that opens a field must "
+                "close at the end of that field: check for an unbalanced double quote and fix or delete that row"
             ) from exc
+        if delimiter == "\t" and reader.line_num > start:
+            raise DataError(
+                f"{where}: line {start}: a quoted field runs on to line {reader.line_num}, and a tab-separated "
+                "file cannot hold line breaks in a field; check for an unbalanced double quote on line "
+                f"{start} and fix or delete that row"
+            )
         if row:
             yield start, row
         start = reader.line_num + 1
@@ -523,12 +594,19 @@ def _builtin_label(value: str) -> str | None:
 
 
 def _user_label(value: str) -> str | None:
+    """A class name (any case); numbers are never mapped by position (see LABEL_MAP_HINT)."""
     v = value.strip()
-    if v.lower() in LABELS:
-        return v.lower()
-    if v.lstrip("+-").isdigit() and 0 <= int(v) < len(LABELS):
-        return LABELS[int(v)]
-    return None
+    return v.lower() if v.lower() in LABELS else None
+
+
+def _mapped_label(mapping: Mapping[str, str]) -> Callable[[str], str | None]:
+    """The reader for a csv: file with an explicit mapping: mapped values, and class names as themselves."""
+    def to_label(value: str) -> str | None:
+        return mapping.get(value.strip()) or _user_label(value)
+
+    to_label.accepted = (", ".join(f"{k} ({v})" for k, v in mapping.items())  # type: ignore[attr-defined]
+                         + f", or {', '.join(LABELS)} (any case)")
+    return to_label
 
 
 def _read_labelled_table(
@@ -542,11 +620,15 @@ def _read_labelled_table(
     for line, row in rows:
         label = to_label(row[l_col])
         if label is None:
-            accepted = (
-                "0 (Bearish), 1 (Bullish), 2 (Neutral)"
-                if to_label is _builtin_label
-                else f"{', '.join(LABELS)} (any case) or their indices {', '.join(map(str, range(len(LABELS))))}"
-            )
+            raw = row[l_col].strip()
+            if to_label is _builtin_label:
+                accepted = "0 (Bearish), 1 (Bullish), 2 (Neutral)"
+            elif to_label is _user_label:
+                accepted = f"{', '.join(LABELS)} (any case), or the values of an explicit mapping: {LABEL_MAP_HINT}"
+                if raw.lstrip("+-").isdigit():
+                    accepted += "; numeric labels are never mapped by position (codings differ between data sets)"
+            else:
+                accepted = getattr(to_label, "accepted", "?") + " (the spec's ?labels= mapping)"
             raise DataError(
                 f"{where}: line {line}, field 'label': unknown label {row[l_col]!r}; accepted values: {accepted}; "
                 "fix or delete that row"

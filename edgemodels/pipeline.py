@@ -199,9 +199,20 @@ def manifest_for(tflite: Path) -> dict[str, Any]:
     if not mf.is_file():
         raise FileNotFoundError(
             f"{tflite}: no {cache_mod.MANIFEST} beside it; pass the .tflite from `edgemodels build` "
-            "(its directory holds the tokenizer) or name one with --tokenizer DIR and --seq"
+            "(its directory holds the tokenizer) or name one with --tokenizer DIR and --max-length N"
         )
-    return json.loads(mf.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        manifest, why = None, f"not valid JSON ({exc})"
+    missing = [k for k in ("max_length", "pad_id") if not isinstance(manifest, dict) or k not in manifest]
+    if manifest is None or missing:
+        why = why if manifest is None else f"no {', '.join(missing)} in it"
+        raise cache_mod.CacheError(
+            f"{mf}: damaged manifest beside {Path(tflite).name}: {why}; rebuild it with `edgemodels build`, or pass "
+            "--tokenizer DIR and --max-length N"
+        )
+    return manifest
 
 
 def training_checkpoint(req: BuildRequest, store: cache_mod.ArtifactCache) -> cache_mod.Entry:

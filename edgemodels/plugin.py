@@ -7,15 +7,18 @@ package's pipeline and cached, and each measurement lands in one shared report r
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edgemodels import cache, data, devices, report, suite
+from edgemodels import cache, data, devices, quiet, report, suite
+from edgemodels.errors import EdgeModelsError
 
 BASELINE_DIR = Path("bench") / "baselines"
 
@@ -34,19 +37,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="host TFLite runtime (default: the device's runtime if installed, else the first found)")
     g.addoption("--threads", type=int, default=None,
                 help="inference threads (default: the device's cores, capped by the host's); e.g. 1")
-    g.addoption("--models", default=None, help="comma-separated model names to keep from the scale's matrix")
-    g.addoption("--modes", default=None, help="comma-separated quantization modes to keep")
+    g.addoption("--models", default=None,
+                help="comma-separated models to keep from the scale's matrix, e.g. minilm-l6,mobilebert "
+                     "(a name not in it is an error listing the valid ones)")
+    g.addoption("--modes", default=None,
+                help="comma-separated quantization modes to keep: fp32, drq, drq-compat, fp16, int8 "
+                     "(those in the scale's matrix)")
     g.addoption("--max-examples", type=int, default=None,
                 help="override the scale's training budget (examples); for shrunk-budget experiments")
     g.addoption("--report-dir", default=Path("bench-report"), type=Path,
                 help="where report.json and report.png go (default bench-report/)")
-    g.addoption("--baseline-dir", default=BASELINE_DIR, type=Path, help="per-device baselines directory")
+    g.addoption("--baseline-dir", default=None, type=Path,
+                help="per-device baselines directory (default bench/baselines under the rootdir)")
     g.addoption("--baseline-compare", action="store_true",
                 help="fail on regressions vs the device's baseline (accuracy -0.5 pt, size +2 %%, "
                      "throughput -10 %% on the same machine)")
     g.addoption("--baseline-metrics", default="accuracy,size,throughput",
                 help="metrics --baseline-compare gates on (default all three; throughput only on the same machine id)")
     g.addoption("--baseline-save", action="store_true", help="write this run's results as the device's baseline")
+    g.addoption("--remote", default=None, metavar="ssh://[user@]host[:port]",
+                help="run throughput, memory and compat on this device over SSH (this host builds and uploads)")
+    g.addoption("--remote-python", default=None, metavar="CMD", help="python on the remote (default python3)")
+    g.addoption("--remote-identity", default=None, metavar="KEY", help="private key file for the SSH login")
+    g.addoption("--remote-dir", default=None, metavar="DIR",
+                help="content-addressed upload directory on the remote (default ~/.cache/edgemodels/remote)")
+    g.addoption("--remote-known-hosts", default=None, metavar="FILE",
+                help="known_hosts for the remote's host key (default ~/.ssh/known_hosts; new hosts are added)")
 
 
 _MARKERS = (
@@ -63,7 +79,42 @@ _MARKERS = (
 SESSION_KEY = pytest.StashKey["BenchSession"]()
 
 
+_DEFERRED_ERROR = pytest.StashKey[pytest.UsageError]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    """Bench options are checked only for runs that collect bench tests: `pytest tests/` with a bad
+    $EDGEMODELS_DATA must still run the unit tests (issue 10); a bench run still fails at start-up."""
+    try:
+        try:
+            _configure_bench(config)
+        except EdgeModelsError as exc:  # e.g. --edge-cache naming a file
+            raise pytest.UsageError(str(exc)) from None
+    except pytest.UsageError as exc:
+        if _bench_requested(config):
+            raise
+        config.stash[_DEFERRED_ERROR] = exc  # raised in pytest_collection_modifyitems if bench tests turn up
+
+
+def _bench_requested(config: pytest.Config) -> bool:
+    """Whether the command line names the bench folder, a file in it, or a folder containing it."""
+    bench_dir = (Path(config.rootpath) / "bench").resolve()
+    for arg in config.args:
+        p = Path(str(arg).split("::")[0])
+        p = (p if p.is_absolute() else Path(config.invocation_params.dir) / p).resolve()
+        if p == bench_dir or bench_dir in p.parents or p in bench_dir.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    err = config.stash.get(_DEFERRED_ERROR, None)
+    if err is not None and any({"bench", "case"} & set(getattr(i, "fixturenames", ())) for i in items):
+        raise err
+
+
+def _configure_bench(config: pytest.Config) -> None:
     for m in _MARKERS:
         config.addinivalue_line("markers", m)
     device = config.getoption("--device") or devices.detect() or "desktop"
@@ -74,7 +125,46 @@ def pytest_configure(config: pytest.Config) -> None:
         data.parse_spec(spec)
     except data.DataError as exc:
         raise pytest.UsageError(f"--data: {exc}") from None
+    check_filters(suite.get_scale(config.getoption("--scale")), config.getoption("--models"),
+                  config.getoption("--modes"))
+    os.environ.setdefault(quiet.ENV, "1")  # runtimes' start-up lines off; EDGEMODELS_QUIET=0 shows them
+    if config.getoption("--remote"):
+        from edgemodels import targets
+
+        try:
+            targets.RemoteSpec.parse(config.getoption("--remote"), identity=config.getoption("--remote-identity"))
+        except targets.RemoteError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = BenchSession(config, device, spec)
+
+
+MODEL_SOURCE_PREFIXES = ("dir:", "hf:", "tflite:")
+"""--models entries that name a model source rather than a registry model; checked where they are resolved."""
+
+
+def check_filters(scale: suite.Scale, models: str | None, modes: str | None) -> None:
+    """A misspelt --models/--modes name is a usage error listing the valid ones (it used to collect `[NOTSET]`)."""
+    asked_models = _csv(models)
+    sources = {m for m in asked_models if m.startswith(MODEL_SOURCE_PREFIXES)}
+    asked_models -= sources
+    asked_modes = _csv(modes)
+    for opt, asked, field in (("--models", asked_models, "model"), ("--modes", asked_modes, "quant")):
+        valid = list(dict.fromkeys(getattr(c, field) for c in scale.cases))
+        bad = [x for x in sorted(asked) if x not in valid]
+        if not bad:
+            continue
+        scales_with = {x: [n for n, sc in suite.SUITE_SCALES.items() if any(getattr(c, field) == x for c in sc.cases)]
+                       for x in bad}
+        elsewhere = [f"{x!r} is in --scale={'/'.join(names)}" for x, names in scales_with.items() if names]
+        raise pytest.UsageError(
+            f"{opt}: {', '.join(map(repr, bad))} not in the {scale.name} scale's matrix; valid: {', '.join(valid)}"
+            f"{' (' + '; '.join(elsewhere) + ')' if elsewhere else ''}")
+    if (asked_models or asked_modes) and not sources and not any(
+            (not asked_models or c.model in asked_models) and (not asked_modes or c.quant in asked_modes)
+            for c in scale.cases):
+        raise pytest.UsageError(
+            f"--models/--modes: no case of the {scale.name} scale is {'/'.join(sorted(asked_models)) or 'any model'} "
+            f"in {'/'.join(sorted(asked_modes)) or 'any mode'}; its cases: {', '.join(c.id for c in scale.cases)}")
 
 
 class BenchSession:
@@ -94,7 +184,32 @@ class BenchSession:
 
     # -- where and how -------------------------------------------------------------------------
     @cached_property
+    def target(self):
+        """The --remote device (targets.SshTarget), reached and checked against --device once; None without it."""
+        url = self.config.getoption("--remote")
+        if not url:
+            return None
+        from edgemodels import targets
+
+        opt = self.config.getoption
+        target = targets.from_options(url, identity=opt("--remote-identity"), python=opt("--remote-python"),
+                                      dir=opt("--remote-dir"), known_hosts=opt("--remote-known-hosts"))
+        try:
+            self.remote_identity = target.identity()
+            targets.check_device(self.remote_identity, self.device)
+        except targets.TargetError as exc:
+            target.close()
+            pytest.exit(f"--remote: {exc}", returncode=2)
+        return target
+
+    @cached_property
     def placement(self) -> devices.Placement:
+        if self.target is not None:  # figures come from the remote: measured there (or emulated, never timed)
+            from edgemodels import targets
+
+            ident = self.remote_identity
+            profile = targets.profile_for(ident) if self.device == "native" else devices.get(self.device)
+            return devices.Placement(profile, True, ident.method)
         return devices.place(self.device)
 
     @property
@@ -103,7 +218,22 @@ class BenchSession:
 
     @cached_property
     def threads(self) -> int:
+        if self.target is not None:  # the remote's cores, not this host's
+            return self.config.getoption("--threads") or max(1, min(self.profile.cpu.cores, self.remote_identity.cores))
         return self.config.getoption("--threads") or self.profile.threads()
+
+    @cached_property
+    def remote_runtime(self) -> str:
+        """The runtime the remote runs: --runtime, else the device's own when installed there, else its first."""
+        found = self.remote_identity.runtimes
+        named = self.config.getoption("--runtime") or (self.profile.runtime if self.profile.runtime in found else None)
+        if named:
+            return named
+        if not found:
+            pytest.exit(f"--remote: no TFLite runtime on {self.remote_identity.via}; install one there: "
+                        f"{self.config.getoption('--remote-python') or 'python3'} -m pip install 'edgemodels[device]'",
+                        returncode=2)
+        return next(iter(found))
 
     @cached_property
     def host_runtime(self) -> tuple[str, str]:
@@ -127,6 +257,8 @@ class BenchSession:
         info = report.machine_info()
         info.update(scale=self.scale.name, data=self.data_spec, placement=self.placement.method,
                     device_title=self.profile.title)
+        if self.target is not None:
+            info["remote"] = self.remote_identity.as_dict()  # the figures' machine; the rest is this host's
         return report.Report(self.device, info)
 
     def row(self, case: suite.Case) -> report.Row:
@@ -181,13 +313,15 @@ class BenchSession:
             art = self.artifact(case)
             version = next((r.version for r in runtime.available() if r.name == rt), "unknown")
             key = cache.Key("accuracy", case.id, {"artifact": art.manifest["key"]["digest"],
-                                                  "data": self.eval_set.fingerprint, "runtime": [rt, version]})
+                                                  "data": self.eval_set.fingerprint, "runtime": [rt, version],
+                                                  "code": code_identity(*ACCURACY_CODE)})
 
             def compute() -> dict:
                 try:
                     acc = evaluate.evaluate(art.tflite, self.eval_set, tokenizer_dir=art.tokenizer_dir,
                                             max_length=art.manifest["max_length"], pad=art.manifest["pad_id"],
-                                            runtime_name=rt, threads=self.threads)
+                                            runtime_name=rt)  # every host core; predictions do not
+                    # depend on the thread or process count (tests/test_evaluate.py), so this is not --threads
                 except runtime.ModelLoadError as exc:  # e.g. drq on tflite-runtime 2.14 (the pi3 tox env)
                     expected = suite.expected_refusal(rt, version, case.quant, case.model)
                     (pytest.xfail if expected else pytest.fail)(str(exc))
@@ -234,10 +368,11 @@ class BenchSession:
 
     def claim_accuracy(self, large: str, compact: str, a_big, a_small, drop: float) -> report.Claim:
         return report.Claim(
-            claim="compressed model loses 4.1 accuracy points", paper=f"-{suite.PAPER_DROP_PTS} pt",
-            ours=f"{-drop:+.2f} pt ({compact} drq {a_small.accuracy:.4f} vs {large} fp32 {a_big.accuracy:.4f}, "
+            claim="compressed model loses 4.1 accuracy points", paper=f"Δ -{suite.PAPER_DROP_PTS} pt",
+            ours=f"Δ {-drop:+.2f} pt ({compact} drq {a_small.accuracy:.4f} vs {large} fp32 {a_big.accuracy:.4f}, "
                  f"n={a_big.n}, {self.data_spec})",
-            definition=f"{compact} drq .tflite vs {large} fp32 .tflite, same evaluation split",
+            definition=f"Δ = {compact} drq .tflite accuracy - {large} fp32 .tflite accuracy, same evaluation split; "
+                       "negative = loss",
             holds=drop <= suite.PAPER_DROP_PTS)
 
     # -- speed, memory, device runtime ---------------------------------------------------------
@@ -295,7 +430,12 @@ class BenchSession:
     def record_throughput(self, case: suite.Case, stats, extra_info: dict):
         from edgemodels import measure
 
-        proj = measure.project(stats.inferences_per_s, self.placement, host_threads=self.threads)
+        try:
+            proj = measure.project(stats.inferences_per_s, self.placement, host_threads=self.threads,
+                                   runtime=self._last_runtime.name)
+        except measure.ProjectionRefused as exc:
+            self.row(case).notes.append(f"throughput {exc}")
+            pytest.skip(f"{case.id} on {self.device}: {exc}")
         scale = 1.0 if proj.factor is None else 1.0 / proj.factor  # projected latency = host latency / factor
         row = self.row(case)
         row.inferences_per_s, row.method, row.threads = proj.value, proj.method, self.threads
@@ -307,15 +447,87 @@ class BenchSession:
                           runtime=f"{row.runtime} {row.runtime_version}", seq=case.seq_label)
         return proj
 
+    # -- on the --remote device ------------------------------------------------------------------
+    def _remote_refused(self, case: suite.Case, res, what: str) -> None:
+        """A model the remote's runtime refuses: xfail where suite.py expects it (drq on tflite-runtime 2.14)."""
+        ident = res.identity
+        self.row(case).notes.append(f"{what}: {ident.runtime or self.remote_runtime} cannot load it ({ident.label})")
+        expected = suite.expected_refusal(self.remote_runtime, ident.runtime_version or "", case.quant, case.model)
+        (pytest.xfail if expected else pytest.fail)(f"{case.id} on {ident.label}: {res.error}")
+
+    def _remote_too_big(self, case: suite.Case, art) -> None:
+        """Do not load a file larger than the device's memory budget: its RSS exceeds it (does not fit, no crash)."""
+        budget = self.profile.memory_budget_bytes
+        if art.size_bytes > budget:
+            row = self.row(case)
+            row.memory_budget_bytes, row.fits = budget, False
+            row.notes.append(f"not loaded on the device: file {art.size_bytes / 2**20:.0f} MiB > budget "
+                             f"{budget / 2**20:.0f} MiB")
+            pytest.xfail(f"{case.id} does not fit {self.remote_identity.label}: the file alone "
+                         f"({art.size_bytes / 2**20:.0f} MiB) exceeds the memory budget ({budget / 2**20:.0f} MiB)")
+
+    def remote_throughput(self, case: suite.Case, extra_info: dict):
+        """Latency timed on the remote by the worker there (warm-up, then the scale's rounds, on real tweets)."""
+        from edgemodels import measure, targets
+
+        art = self.artifact(case)
+        self._remote_too_big(case, art)
+        res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads,
+                              feeds=self.feeds(case, 64), outputs=False,
+                              timing=targets.Timing(rounds=self.scale.throughput_rounds, warmup=1))
+        if not res.loads:
+            self._remote_refused(case, res, "throughput")
+        ident, row = res.identity, self.row(case)
+        if ident.emulated:
+            row.notes.append(f"throughput: {ident.label}: no device timing")
+            pytest.skip(f"{case.id} loads on {ident.label}; an emulator's timing is no device figure")
+        stats = res.stats()
+        row.inferences_per_s, row.method, row.threads = stats.inferences_per_s, "measured", res.threads
+        row.p50_ms, row.p90_ms, row.p99_ms = (1e3 * v for v in (stats.p50_s, stats.p90_s, stats.p99_s))
+        row.runtime, row.runtime_version = ident.runtime, ident.runtime_version
+        row.notes.append(f"throughput {ident.label}")
+        extra_info.update(device=self.device, method="measured", basis=ident.label, threads=res.threads,
+                          inferences_per_s=stats.inferences_per_s, p50_ms=row.p50_ms, p90_ms=row.p90_ms,
+                          p99_ms=row.p99_ms, runtime=f"{row.runtime} {row.runtime_version}", seq=case.seq_label)
+        return measure.Projection(stats.inferences_per_s, "measured", None, ident.label)
+
+    def _remote_memory(self, case: suite.Case):
+        from edgemodels import measure
+
+        art = self.artifact(case)
+        self._remote_too_big(case, art)
+        res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads, memory_runs=3,
+                              seq_len=case.seq or art.manifest["max_length"])
+        if not res.loads:
+            self._remote_refused(case, res, "memory")
+        ident, row = res.identity, self.row(case)
+        if ident.emulated:
+            row.notes.append(f"memory: {ident.label}: the emulator's RSS is no device figure")
+            pytest.skip(f"{case.id} on {ident.label}: the emulator's RSS is no device figure")
+        budget = self.profile.memory_budget_bytes
+        peak = int(res.peak_rss_bytes or 0)
+        row.notes.append(f"memory {ident.label}")
+        return measure.MemoryResult(peak_rss_bytes=peak, budget_bytes=budget, fits=res.error is None and peak <= budget,
+                                    returncode=0, error=res.error, runtime=ident.runtime or "",
+                                    runtime_version=ident.runtime_version or "")
+
     def memory(self, case: suite.Case):
         from edgemodels import measure
 
-        self.skip_if_device_refuses(case)
-        art = self.artifact(case)
-        rt, _ = self.host_runtime
-        res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=self.threads,
-                                      seq_len=case.seq or art.manifest["max_length"],
-                                      budget_bytes=self.profile.memory_budget_bytes)
+        if self.target is not None:
+            res = self._remote_memory(case)
+        else:
+            self.skip_if_device_refuses(case)
+            art = self.artifact(case)
+            rt, _ = self.host_runtime
+            res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=self.threads,
+                                          seq_len=case.seq or art.manifest["max_length"],
+                                          budget_bytes=self.profile.memory_budget_bytes)
+            if res.error and "ModelLoadError" in res.error and suite.expected_refusal(
+                    res.runtime or rt, res.runtime_version, case.quant, case.model):
+                # e.g. drq on a Pi 3's tflite-runtime 2.14: the runtime's refusal is the expected outcome
+                self.row(case).notes.append(f"memory: {rt} cannot load it")
+                pytest.xfail(f"{case.id}: {rt} refuses it (expected): {res.error}")
         row = self.row(case)
         row.peak_rss_bytes, row.memory_budget_bytes, row.fits = res.peak_rss_bytes, res.budget_bytes, res.fits
         if not self.placement.on_device:
@@ -332,16 +544,26 @@ class BenchSession:
         art = self.artifact(case)
         target = emulation.TARGETS.get(self.device)
         emulate = not self.placement.on_device and target is not None
+        remote = self.target is not None
         infer = case.compact and art.size_bytes <= suite.EMULATE_INFERENCE_MAX_BYTES
+        if remote and not self.remote_identity.emulated:
+            self._remote_too_big(case, art)
+            infer = True  # a real device runs every size that fits
         feeds = self.feeds(case, self.scale.emulation_examples)
-        if emulate:
+        if remote:
+            res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads,
+                                  feeds=feeds if infer else feeds[:0])
+            ident = res.identity
+            result = DeviceRun(res.loads, res.error, res.outputs, ident.label,
+                               f"{ident.runtime or self.remote_runtime} {ident.runtime_version} ({ident.arch})")
+        elif emulate:
             ok, why = emulation.availability()
             if not ok:
                 pytest.skip(f"ARM emulation unavailable: {why}")
             used = feeds if infer else feeds[:0]
             key = cache.Key("emulated", f"{self.device}-{case.id}", {
                 "artifact": art.manifest["key"]["digest"], "target": asdict(target),
-                "feeds": cache.digest({"n": len(used), "data": self.eval_set.fingerprint})})
+                "feeds": feeds_digest(used), "code": code_identity(*EMULATION_CODE)})
 
             def compute() -> dict:
                 rootfs = emulation.ensure_rootfs(target, self.cache.root)
@@ -365,12 +587,13 @@ class BenchSession:
         row = self.row(case)
         row.arm_loads, row.arm_error, row.arm_method = result.loads, result.error, result.method
         if result.outputs is not None:
-            ref = self._reference_outputs(case, feeds)
-            result.max_abs_diff = float(np.max(np.abs(result.outputs - ref)))
-            row.arm_max_abs_diff = result.max_abs_diff
+            host = self._host_outputs(case, feeds)
+            if emulate or remote:  # the same file on x86: only the kernels differ, so ARM drift is not hidden by quantization
+                result.max_abs_diff = float(np.max(np.abs(result.outputs - host)))
+                result.x86_max_abs = float(np.max(np.abs(host)))
+                row.arm_max_abs_diff = result.max_abs_diff
             sample = self.eval_set.sample(min(self.scale.emulation_examples, len(self.eval_set.examples)))
             y = sample.label_ids()
-            host = self._host_outputs(case, feeds)
             row.arm_accuracy = float(np.mean(result.outputs.argmax(1) == y))
             row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
         elif result.loads and not infer:
@@ -384,11 +607,6 @@ class BenchSession:
         m = runtime.load(self.artifact(case).tflite, runtime=self.host_runtime[0], num_threads=self.threads)
         return np.concatenate([m.run(f) for f in feeds])
 
-    def _reference_outputs(self, case: suite.Case, feeds: list[dict]) -> np.ndarray:
-        """x86 outputs of the same model's fp32 artifact (same length), or of the artifact itself."""
-        ref = self.case(case.model, "fp32", case.seq)
-        return self._host_outputs(ref or case, feeds)
-
     def cases(self) -> tuple[suite.Case, ...]:
         keep_models = _csv(self.config.getoption("--models"))
         keep_modes = _csv(self.config.getoption("--modes"))
@@ -401,6 +619,50 @@ class BenchSession:
         return c if c in self.cases() else None
 
 
+ACCURACY_CODE = ("evaluate", "runtime", "convert", "models", "data", "quiet", "progress")
+"""Modules whose code decides an accuracy figure: interpreter binding, feeds, tokenizing, the evaluation split."""
+
+EMULATION_CODE = ("emulation", "arm_worker", "runtime", "quiet")
+"""Modules whose code decides an emulated run's verdict and outputs (the feeds are keyed by their content)."""
+
+
+@lru_cache(maxsize=None)
+def code_identity(*modules: str) -> dict[str, str]:
+    """The package version and a digest of the named edgemodels modules' source.
+
+    Part of every memoised result's key, so a result computed by other code is never served (a warm cache
+    kept a mutated evaluate() reporting the old accuracy). Not in artifact keys: retraining costs minutes.
+    """
+    import edgemodels
+
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        h.update(f"{name}\0".encode())
+        h.update(_module_source(name))
+    return {"edgemodels": edgemodels.__version__, "source": h.hexdigest()}
+
+
+def _module_source(name: str) -> bytes:
+    """The source file of edgemodels.<name>, read without importing it (arm_worker runs on ARM)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"edgemodels.{name}")
+    if spec is None or spec.origin is None:
+        raise ValueError(f"code_identity: no module edgemodels.{name}")
+    return Path(spec.origin).read_bytes()
+
+
+def feeds_digest(feeds: list[dict]) -> str:
+    """sha256 over the feeds' names, dtypes, shapes and bytes: what the interpreter is given, exactly."""
+    h = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            a = np.ascontiguousarray(feed[name])
+            h.update(f"{name}|{a.dtype.str}|{a.shape}\0".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class DeviceRun:
     loads: bool
@@ -408,7 +670,8 @@ class DeviceRun:
     outputs: Any  # np.ndarray [n, labels] or None
     method: str  # "emulated ARM (qemu, cortex-a72)" | "measured" | "host"
     runtime: str
-    max_abs_diff: float | None = None
+    max_abs_diff: float | None = None  # vs the same file's x86 outputs (None: nothing else to compare with)
+    x86_max_abs: float | None = None  # the largest |x86 logit|: the scale suite.arm_diff_limit allows for
 
 
 def _csv(value: str | None) -> set[str]:
@@ -417,7 +680,8 @@ def _csv(value: str | None) -> set[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
-        cases = metafunc.config.stash[SESSION_KEY].cases()
+        s = metafunc.config.stash.get(SESSION_KEY, None)  # None: bad options, reported after collection
+        cases = s.cases() if s is not None else ()
         wanted = getattr(metafunc.function, "case_filter", None)
         if wanted is not None:
             cases = tuple(c for c in cases if wanted(c))
@@ -442,9 +706,75 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if s is None:
         return []
     p = s.placement
-    return [f"edgemodels: device={s.device} ({p.profile.title}); figures {p.method}"
-            f"{'' if p.on_device else ' (off the device: throughput projected, memory and runtime emulated)'}; "
-            f"scale={s.scale.name}; data={s.data_spec}; cache={s.cache.root}"]
+    lines = [f"edgemodels: device={s.device} ({p.profile.title}); figures {p.method}"
+             f"{'' if p.on_device else ' (off the device: throughput projected, memory and runtime emulated)'}; "
+             f"scale={s.scale.name}; data={s.data_spec}; cache={s.cache.root}"]
+    if not p.on_device:  # see pytest_benchmark_group_stats
+        shown = "labelled HOST" if config.option.verbose > 0 else "hidden (-v shows it)"
+        lines.append(f"edgemodels: pytest-benchmark's table times this host, not {s.device}: {shown}")
+    return lines
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Bench reasons on one line: a runtime's multi-line error ("...\nRegistration failed.") broke `-ra`."""
+    rep = yield
+    if "bench" not in getattr(item, "fixturenames", ()):
+        return rep
+    if getattr(rep, "wasxfail", None):
+        rep.wasxfail = _one_line(rep.wasxfail)
+    if rep.skipped and isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3:
+        path, lineno, reason = rep.longrepr
+        rep.longrepr = (path, lineno, _one_line(reason))
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    if rep.failed and crash is not None and isinstance(getattr(crash, "message", None), str):
+        crash.message = _one_line(crash.message)  # the summary line only; the traceback keeps the original
+    return rep
+
+
+def _host_timing_label(s: BenchSession) -> str:
+    import platform
+
+    return (f"HOST timings ({platform.machine() or 'unknown arch'}, {s.threads} thread(s)), NOT {s.device}'s: "
+            f"{s.placement.method} {s.device} figures in the edgemodels report")
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_benchmark_group_stats(config: pytest.Config, benchmarks, group_by):
+    """Off the device pytest-benchmark times this host: hide its table (like --benchmark-quiet), or label it (-v).
+
+    Hidden, not dropped: --benchmark-compare-fail still gates, and --benchmark-json/--benchmark-save keep the
+    stats (labelled by pytest_benchmark_update_json).
+    """
+    s = config.stash.get(SESSION_KEY, None)
+    if s is None or s.placement.on_device:
+        return None  # pytest-benchmark's own grouping: its figures are this device's
+    from pytest_benchmark.plugin import pytest_benchmark_group_stats as default_groups
+
+    groups = default_groups(config=config, benchmarks=benchmarks, group_by=group_by)
+    bs = getattr(config, "_benchmarksession", None)
+    if config.option.verbose < 1 and bs is not None:
+        bs.quiet = True  # what --benchmark-quiet sets: display() skips the table but still checks regressions
+    label = _host_timing_label(s)
+    return [(f"{label}; {name}" if name else label, group) for name, group in groups]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+    """Say in pytest-benchmark's JSON whose timings its stats are; device figures are in each extra_info."""
+    s = config.stash.get(SESSION_KEY, None)
+    if s is None:
+        return
+    p = s.placement
+    output_json["edgemodels"] = {
+        "device": s.device, "method": p.method,
+        "stats_are": f"{s.device} timings (measured)" if p.on_device else _host_timing_label(s),
+        "device_figures": "benchmarks[].extra_info: inferences_per_s, p50_ms, p90_ms, p99_ms, method, basis",
+    }
 
 
 def _session_used(s: BenchSession) -> bool:
@@ -467,9 +797,48 @@ def _speed_claim(s: BenchSession) -> report.Claim | None:
         holds=best.inferences_per_s >= s.profile.target_inferences_per_s)
 
 
+def _baseline_dir(config: pytest.Config, s: BenchSession) -> Path:
+    """Baselines are per data kind and scale; the default is the rootdir's, never the working directory's."""
+    named = config.getoption("--baseline-dir")
+    root = Path(named) if named is not None else Path(config.rootpath) / BASELINE_DIR
+    return root / data.parse_spec(s.data_spec).kind / s.scale.name
+
+
+def _gated_metrics(config: pytest.Config) -> tuple[str, ...]:
+    return report.check_gate_metrics(sorted(_csv(config.getoption("--baseline-metrics"))))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse, before hours of building, a baseline gate that would compare against nothing."""
+    config = session.config
+    s = config.stash.get(SESSION_KEY, None)
+    if s is not None and config.getoption("--remote") and not config.option.collectonly:
+        s.target  # reach the remote and check it against --device now, not after building every artifact
+    compare, save = config.getoption("--baseline-compare"), config.getoption("--baseline-save")
+    if s is None or not (compare or save):
+        return
+    if getattr(config.option, "dist", "no") != "no" or hasattr(config, "workerinput"):
+        raise pytest.UsageError(
+            "--baseline-compare/--baseline-save cannot run under pytest-xdist (-n/--dist): each worker holds "
+            "only its own tests' report rows and the controller none, so the gate would see nothing; run "
+            "the bench without -n")
+    if compare:
+        try:
+            _gated_metrics(config)
+            report.require_baseline(_baseline_dir(config, s), s.device)
+        except (ValueError, report.BaselineMissing) as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = session.config.stash.get(SESSION_KEY, None)
-    if s is None or not _session_used(s) or hasattr(session.config, "workerinput"):
+    if s is None or hasattr(session.config, "workerinput"):
+        return
+    compare = session.config.getoption("--baseline-compare")
+    if not _session_used(s):
+        if compare and session.exitstatus == 0 and not session.config.option.collectonly:  # passed, no row
+            s.baseline_error = "--baseline-compare: this run measured nothing, so nothing was compared"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
     speed = _speed_claim(s)
     if speed is not None:
@@ -477,15 +846,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     out = session.config.getoption("--report-dir")
     s.report_paths = s.report.write(out)
     # Baselines are per data kind and scale: accuracy on RepLab says nothing about the built-in set.
-    base_dir = Path(session.config.getoption("--baseline-dir")) / data.parse_spec(s.data_spec).kind / s.scale.name
+    base_dir = _baseline_dir(session.config, s)
     mid = report.machine_id()
     s.regressions, s.baseline_notes = [], []
-    if session.config.getoption("--baseline-compare"):
-        regressions, s.baseline_notes = report.compare_baseline(s.report, base_dir, mid)
-        gated = _csv(session.config.getoption("--baseline-metrics"))
-        s.regressions = [r for r in regressions if r.metric in gated]
-        s.baseline_notes += [f"not gated (--baseline-metrics): {r}" for r in regressions if r.metric not in gated]
-        if s.regressions and session.exitstatus == 0:
+    if compare:
+        try:
+            s.regressions, s.baseline_notes = report.compare_baseline(
+                s.report, base_dir, mid, metrics=_gated_metrics(session.config))
+        except (ValueError, report.BaselineMissing) as exc:  # e.g. deleted or corrupted during the run
+            s.baseline_error = str(exc)
+        if (s.regressions or getattr(s, "baseline_error", None)) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.config.getoption("--baseline-save"):
         s.baseline_notes.append(f"baseline saved: {report.save_baseline(s.report, base_dir, mid)}")
@@ -493,9 +863,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     s = config.stash.get(SESSION_KEY, None)
-    if s is None or not _session_used(s):
+    if s is None:
         return
     tr = terminalreporter
+    error = getattr(s, "baseline_error", None)
+    if not _session_used(s):
+        if error:
+            tr.write_line(f"baseline gate FAILED: {error}", red=True, bold=True)
+        return
     tr.section(f"edgemodels report: {s.device} ({s.placement.method}; scale {s.scale.name}; data {s.data_spec})")
     tr.write_line(s.report.table())
     if s.report.claims:
@@ -508,3 +883,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"baseline: {note}")
     if getattr(s, "regressions", None):
         tr.write_line(report.format_regressions(s.regressions), red=True, bold=True)
+    if error:
+        tr.write_line(f"baseline gate FAILED: {error}", red=True, bold=True)

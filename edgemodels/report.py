@@ -27,13 +27,14 @@ from typing import Any, Iterable, Literal
 from tabulate import tabulate
 
 from edgemodels.cache import atomic_write_bytes, atomic_write_text
+from edgemodels.errors import EdgeModelsError
 
 Method = Literal["measured", "projected"]
 METHODS: tuple[str, ...] = ("measured", "projected")
 THROUGHPUT_TARGET_PER_S = 1.0
 """The paper's bar for "usable on the device": at least one classification per second."""
 
-_BASELINE_SCHEMA = 1
+_BASELINE_SCHEMA = 2  # 2: accuracy per machine id (accuracy_by_machine); schema-1 files still read
 
 
 # --------------------------------------------------------------------------------------------------
@@ -58,8 +59,10 @@ class Row:
     accuracy: float | None = None
     """Fraction 0..1."""
     macro_f1: float | None = None
-    accuracy_drop: float | None = None
-    """Percentage points vs the same model in fp32 (positive = worse)."""
+    accuracy_delta_vs_fp32_pts: float | None = None
+    """Accuracy minus the same model's fp32 accuracy, in percentage points: negative = loss ("Δ vs fp32").
+
+    Reports before this field had `accuracy_drop` with the opposite sign (positive = loss)."""
     inferences_per_s: float | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
@@ -213,21 +216,6 @@ def _fmt_sig(x: float | None, digits: int = 3) -> str:
     return f"{x:.{decimals}f}"
 
 
-def _fmt_arm(r: Row) -> str:
-    if r.arm_loads is None:
-        return ""
-    if not r.arm_loads:
-        # one line: a runtime's multi-line message would break the markdown table
-        return f"FAILS: {' '.join(r.arm_error.split())}" if r.arm_error else "FAILS"
-    parts = ["loads"]
-    if r.arm_max_abs_diff is not None:
-        parts.append(f"max abs diff {r.arm_max_abs_diff:.2g}")  # no "|": breaks markdown tables
-    if r.arm_accuracy is not None:
-        vs = f" vs {_fmt_pct(r.x86_accuracy_sample)} x86" if r.x86_accuracy_sample is not None else ""
-        parts.append(f"acc {_fmt_pct(r.arm_accuracy)}{vs}")
-    return " / ".join(parts)
-
-
 def _fmt_bool(b: bool | None) -> str:
     return "" if b is None else ("yes" if b else "NO")
 
@@ -235,59 +223,165 @@ def _fmt_bool(b: bool | None) -> str:
 _NOT_PRETRAINED = "†"
 
 
-def _rows_table(rows: list[Row]) -> str:
+TABLE_WIDTH = 120
+"""Terminal tables fit this many columns; wider detail (notes, runtime errors, per-row ARM figures) is in
+report.json, and in numbered notes under the table."""
+
+DELTA_HEADER = "Δ vs fp32"
+SIGN_NOTE = f"{DELTA_HEADER}: accuracy points against the same model and seq in fp32; negative = loss"
+
+
+def _width(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _github(headers: list[str], body: list[list[str]], maxcolwidths: list[int | None] | None = None) -> str:
+    """tabulate's github table, without the 2 spaces it pads every header with (24 columns in a wide table).
+
+    The headers go in as the first row and the |---| line is drawn under them; no cap is below its header.
+    """
+    text = tabulate([headers, *body], tablefmt="github", disable_numparse=True, maxcolwidths=maxcolwidths,
+                    break_on_hyphens=False, break_long_words=False)
+    lines = [line for line in text.splitlines() if set(line) - set("|-")]  # without headers= it rules the top
+    rule = "".join(c if c == "|" else "-" for c in lines[0])
+    return "\n".join([lines[0], rule, *lines[1:]])
+
+
+def _fit(headers: list[str], body: list[list[str]], wrap: Iterable[int], width: int = TABLE_WIDTH,
+         narrowest: int = 12) -> str:
+    """A github table within `width` columns, wrapping the `wrap` columns' text (widest first) as needed.
+
+    Returns the table as wide as it must be when the columns that may not wrap alone exceed `width`.
+    """
+    wrap = set(wrap)
+    widths = [max([len(h)] + [len(line[i]) for line in body]) for i, h in enumerate(headers)]
+    caps: list[int | None] = [None] * len(headers)
+    text = _github(headers, body)
+    while _width(text) > width:
+        over, shrunk = _width(text) - width, False
+        for _ in range(over):  # one column at a time, the widest first, so the wrapped ones stay balanced
+            shrinkable = [i for i in wrap if widths[i] > max(narrowest, len(headers[i]))]
+            if not shrinkable:
+                break
+            i = max(shrinkable, key=lambda k: widths[k])
+            widths[i] -= 1
+            caps[i], shrunk = widths[i], True
+        if not shrunk:
+            break
+        text = _github(headers, body, caps)
+    return text
+
+
+def _wrap_lines(lines: Iterable[str], width: int = TABLE_WIDTH, indent: str = "    ") -> list[str]:
+    import textwrap
+
+    out: list[str] = []
+    for line in lines:
+        out += textwrap.wrap(line, width=width, subsequent_indent=indent, break_long_words=True,
+                             break_on_hyphens=False) or [""]
+    return out
+
+
+def _uniform(values: Iterable[str]) -> str | None:
+    """The one value every row that has one shares, else None (then it needs a column)."""
+    found = {v for v in values if v}
+    return found.pop() if len(found) == 1 else None
+
+
+def _rows_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
     if not rows:
         return "(no results)"
-    headers = ["model", "mode", "seq", "size MB", "ratio", "acc", "drop pt", "inf/s", "threads",
-               "p90 ms", "peak MB", "fits", "runtime", "device runtime", "notes"]
-    body: list[list[str]] = []
     for r in rows:
         _check_speed_label(r)
-        model = r.model + (_NOT_PRETRAINED if r.pretrained is False else "")
-        runtime = " ".join(x for x in (r.runtime, r.runtime_version) if x)
-        body.append([
-            model, r.mode, r.seq,
-            _fmt_mb(r.size_bytes),
-            "" if r.ratio is None else f"{r.ratio:.1f}x",
-            _fmt_pct(r.accuracy),
-            "" if r.accuracy_drop is None else f"{r.accuracy_drop:+.1f}",
-            "" if r.inferences_per_s is None else f"{_fmt_sig(r.inferences_per_s)} ({r.method})",
-            "" if r.threads is None else str(r.threads),
-            "" if r.p90_ms is None else f"{r.p90_ms:.1f}",
-            _fmt_mb(r.peak_rss_bytes),
-            _fmt_bool(r.fits),
-            runtime,
-            _fmt_arm(r),
-            "; ".join(dict.fromkeys(r.notes)),  # several tests may add the same note to one row
-        ])
-    keep = [i for i in range(len(headers)) if i < 3 or any(line[i] for line in body)]
-    text = tabulate([[line[i] for i in keep] for line in body], headers=[headers[i] for i in keep],
-                    tablefmt="github", disable_numparse=True)
+    runtimes = [" ".join(x for x in (r.runtime, r.runtime_version) if x) for r in rows]
+    threads = ["" if r.threads is None else f"{r.threads} thread(s)" for r in rows]
+    shared_runtime, shared_threads = _uniform(runtimes), _uniform(threads)
+
+    # Notes (and a device runtime's refusal, which can be a paragraph) become numbered lines under the table;
+    # so do runtime and threads when rows differ in them (one bench session shares both: a line under it).
+    note_ids: dict[str, int] = {}
+    refs: list[str] = []
+    for r, rt, th in zip(rows, runtimes, threads):
+        texts = list(dict.fromkeys(r.notes))  # several tests may add the same note to one row
+        if r.arm_loads is False:
+            texts.insert(0, f"FAILS: {' '.join(r.arm_error.split())}" if r.arm_error else "FAILS")
+        ran = ", ".join(x for x in (None if shared_runtime else rt, None if shared_threads else th) if x)
+        if ran:
+            texts.append(f"host runtime: {ran}")
+        ids = [note_ids.setdefault(" ".join(t.split()), len(note_ids) + 1) for t in texts]
+        refs.append(",".join(map(str, ids)))
+
+    cols: dict[str, list[str]] = {
+        "model": [r.model + (_NOT_PRETRAINED if r.pretrained is False else "") for r in rows],
+        "mode": [r.mode for r in rows],
+        "seq": [r.seq for r in rows],
+        "size MB": [_fmt_mb(r.size_bytes) for r in rows],
+        "ratio": ["" if r.ratio is None else f"{r.ratio:.1f}x" for r in rows],
+        "acc": [_fmt_pct(r.accuracy) for r in rows],
+        DELTA_HEADER: ["" if r.accuracy_delta_vs_fp32_pts is None else f"{r.accuracy_delta_vs_fp32_pts:+.1f}"
+                       for r in rows],
+        "inf/s": ["" if r.inferences_per_s is None else f"{_fmt_sig(r.inferences_per_s)} ({r.method})" for r in rows],
+        "p90 ms": ["" if r.p90_ms is None else f"{r.p90_ms:.1f}" for r in rows],
+        "peak MB": [_fmt_mb(r.peak_rss_bytes) for r in rows],
+        "fits": [_fmt_bool(r.fits) for r in rows],
+        "on device": ["" if r.arm_loads is None else ("loads" if r.arm_loads else "FAILS") for r in rows],
+        "notes": refs,
+    }
+    key = ("model", "mode", "seq")
+    shown = [h for h, v in cols.items() if h in key or any(v)]
+
+    def table(headers: list[str]) -> str:
+        return _fit(headers, [[cols[h][i] for h in headers] for i in range(len(rows))], width=width,
+                    wrap=[i for i, h in enumerate(headers) if h == "notes"])
+
+    text = table(shown)
+    if _width(text) > width:  # too many columns for one table: what was built, then how it runs on the device
+        built = [h for h in shown if h in key or h in ("size MB", "ratio", "acc", DELTA_HEADER)]
+        runs = [h for h in shown if h not in built or h in key]
+        text = table(built) + "\n\n" + table(runs)
+
     foot = []
+    if any(r.accuracy_delta_vs_fp32_pts is not None for r in rows):
+        foot.append(SIGN_NOTE)
     if any(r.pretrained is False for r in rows):
         foot.append(f"{_NOT_PRETRAINED} not initialised from pretrained weights: accuracy is not "
                     f"comparable to the paper's")
-    arm_methods = sorted({r.arm_method for r in rows if r.arm_method})
-    if arm_methods:
-        foot.append("device runtime: " + "; ".join(arm_methods))
     if any(r.method == "projected" for r in rows):
         foot.append("projected = estimated from another machine's timing, not measured on this device")
-    return text + ("\n" + "\n".join(foot) if foot else "")
+    if shared_runtime or shared_threads:
+        foot.append("host runtime: " + ", ".join(x for x in (shared_runtime, shared_threads) if x))
+    arm_methods = sorted({r.arm_method for r in rows if r.arm_method})
+    if arm_methods:
+        foot.append("on device = the device's own runtime loads it: " + "; ".join(arm_methods) + _arm_agreement(rows))
+    foot += [f"[{n}] {t}" for t, n in note_ids.items()]
+    return text + ("\n" + "\n".join(_wrap_lines(foot, width)) if foot else "")
+
+
+def _arm_agreement(rows: list[Row]) -> str:
+    """One line for the device runtime's outputs against x86 (each row's figures are in report.json)."""
+    diffs = [(r.arm_max_abs_diff, r) for r in rows if r.arm_max_abs_diff is not None]
+    accs = [r for r in rows if r.arm_accuracy is not None]
+    parts = []
+    if diffs:
+        worst, r = max(diffs, key=lambda d: d[0])
+        parts.append(f"max abs diff {worst:.2g} vs x86 (the largest, {r.key})")
+    if accs:
+        same = sum(1 for r in accs if r.x86_accuracy_sample is not None and r.arm_accuracy == r.x86_accuracy_sample)
+        parts.append(f"sample accuracy equal to x86's on {same} of {len(accs)}")
+    return f"; {', '.join(parts)}" if parts else ""
 
 
 _VERDICT = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
 
 
-def claims_table(claims: Iterable[Claim]) -> str:
-    """Paper claim vs what this run found, with how 'ours' was defined."""
+def claims_table(claims: Iterable[Claim], width: int = TABLE_WIDTH) -> str:
+    """Paper claim vs what this run found, with how 'ours' was defined (long cells wrap to fit `width`)."""
     claims = list(claims)
     if not claims:
         return "(no paper claims evaluated)"
-    return tabulate(
-        [[c.claim, c.paper, c.ours, _VERDICT[c.holds], c.definition] for c in claims],
-        headers=["claim", "paper", "ours", "verdict", "definition"],
-        tablefmt="github", disable_numparse=True,
-    )
+    return _fit(["claim", "paper", "ours", "verdict", "definition"],
+                [[c.claim, c.paper, c.ours, _VERDICT[c.holds], c.definition] for c in claims],
+                wrap=(0, 1, 2, 4), width=width)
 
 
 class ReportError(ValueError):
@@ -337,11 +431,10 @@ def merge_claims(paths: Iterable[Path]) -> list[dict[str, Any]]:
 def merged_claims_table(merged: list[dict[str, Any]]) -> str:
     if not merged:
         return "(no paper claims in these reports)"
-    return tabulate(
-        [[c["claim"], c["paper"], c["ours"], c["definition"], _VERDICT[c["holds"]],
-          f"{c['device']}, {c['created'][:10]}"] for c in merged],
-        headers=["claim", "paper", "our measurement", "definition", "holds?", "run"],
-        tablefmt="github", disable_numparse=True)
+    return _fit(["claim", "paper", "our measurement", "definition", "holds?", "run"],
+                [[c["claim"], c["paper"], c["ours"], c["definition"], _VERDICT[c["holds"]],
+                  f"{c['device']}, {c['created'][:10]}"] for c in merged],
+                wrap=(0, 1, 2, 3, 5))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,18 +610,36 @@ class Thresholds:
     throughput_drop: float = 0.10
 
 
+GATE_METRICS: tuple[str, ...] = ("accuracy", "size", "throughput")
+"""What --baseline-compare can gate on."""
+
+
+class BaselineMissing(EdgeModelsError):
+    """--baseline-compare found no baseline file: comparing against nothing must not pass."""
+
+
 @dataclass(frozen=True)
 class Regression:
+    """A gated metric that got worse, or that cannot be compared (baseline or measurement missing)."""
+
     model: str
     mode: str
     seq: str
     metric: str
-    baseline: float
-    current: float
+    baseline: float | None  # None: this run measured it, the baseline holds no value for it
+    current: float | None  # None: the baseline holds it, this run did not measure it
     limit: str
 
     def __str__(self) -> str:
         where = f"{self.model}/{self.mode} seq={self.seq}"
+        if self.current is None:
+            return (f"{where}: {self.metric} is in the baseline ({_fmt_metric(self.metric, self.baseline)}) "
+                    "but this run did not measure it (a skipped, deselected or failed test)")
+        if self.baseline is None:
+            why = "" if self.limit == "no baseline" else f" ({self.limit})"
+            return (f"{where}: {self.metric} {_fmt_metric(self.metric, self.current)} has no baseline to compare "
+                    f"with{why}; re-save the baseline (--baseline-save) or leave the metric out of "
+                    "--baseline-metrics")
         if self.metric == "accuracy":
             delta = f"{(self.current - self.baseline) * 100:+.2f} pt"
             vals = f"{self.baseline:.4f} -> {self.current:.4f}"
@@ -539,6 +650,12 @@ class Regression:
             delta = f"{_rel(self.current, self.baseline):+.2%}"
             vals = f"{_fmt_sig(self.baseline)} -> {_fmt_sig(self.current)} inf/s"
         return f"{where}: {self.metric} {vals} ({delta}; limit {self.limit})"
+
+
+def _fmt_metric(metric: str, v: float | None) -> str:
+    if metric == "accuracy":
+        return f"{v:.4f}"
+    return f"{v / 1e6:.3f} MB" if metric == "size" else f"{_fmt_sig(v)} inf/s"
 
 
 def _rel(current: float, baseline: float) -> float:
@@ -565,11 +682,31 @@ def _load_baseline(path: Path, device: str) -> dict[tuple[str, str, str], dict]:
     if doc.get("device") not in (None, device):
         raise ValueError(f"baseline {path} is for device {doc.get('device')!r}, not {device!r}; {fix}")
     out: dict[tuple[str, str, str], dict] = {}
+    # Schema 1 kept one accuracy per row, saved in one run: a row without a throughput (no machine_id)
+    # was measured on the machine its file's other rows name.
+    ids = [r.get("machine_id") for r in doc["rows"] if isinstance(r, dict) and r.get("machine_id")]
+    file_machine = max(set(ids), key=ids.count) if ids else "unknown"
     for i, r in enumerate(doc["rows"]):
         if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("model", "mode", "seq")):
             raise ValueError(f"baseline {path}: rows[{i}] lacks string fields model/mode/seq; {fix}")
+        if "accuracy_by_machine" not in r and r.get("accuracy") is not None:
+            r = {**r, "accuracy_by_machine": {r.get("machine_id") or file_machine: r["accuracy"]}}
         out[_row_id(r["model"], r["mode"], r["seq"])] = r
     return out
+
+
+def baseline_accuracies(row: dict) -> dict[str, float]:
+    """A baseline row's accuracy per machine id.
+
+    Why per machine: training is bit-identical across runs only on the same CPU; another CPU's float
+    kernels train another model (measured: MPNet-base at CI scale 73.0 % on a Xeon, 68.7 % on an EPYC;
+    MiniLM-L6 within 0.5 pt). Rows written before this (one "accuracy") count as their machine_id's.
+    """
+    if isinstance(row.get("accuracy_by_machine"), dict):
+        return {str(k): float(v) for k, v in row["accuracy_by_machine"].items() if v is not None}
+    if row.get("accuracy") is not None:
+        return {str(row.get("machine_id") or "unknown"): float(row["accuracy"])}
+    return {}
 
 
 def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
@@ -584,9 +721,12 @@ def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
     for r in report.rows():
         _check_speed_label(r)
         prev = old.get(_row_id(r.model, r.mode, r.seq), {})
+        accs = baseline_accuracies(prev)
+        if r.accuracy is not None:
+            accs[machine_id] = r.accuracy
         entry = {
             "model": r.model, "mode": r.mode, "seq": r.seq,
-            "accuracy": r.accuracy if r.accuracy is not None else prev.get("accuracy"),
+            "accuracy_by_machine": dict(sorted(accs.items())) or None,
             "size_bytes": r.size_bytes if r.size_bytes is not None else prev.get("size_bytes"),
         }
         if r.inferences_per_s is not None:
@@ -594,7 +734,7 @@ def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
         else:
             entry.update(inferences_per_s=prev.get("inferences_per_s"), method=prev.get("method"),
                          machine_id=prev.get("machine_id"))
-        if all(entry[k] is None for k in ("accuracy", "size_bytes", "inferences_per_s")):
+        if all(entry[k] is None for k in ("accuracy_by_machine", "size_bytes", "inferences_per_s")):
             continue  # nothing measured for this row: do not record an empty baseline
         merged[_row_id(r.model, r.mode, r.seq)] = entry
     doc = {
@@ -607,13 +747,38 @@ def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
     return path
 
 
+def check_gate_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
+    """The metrics to gate on, validated: a misspelt name must not switch its gate off."""
+    metrics = tuple(metrics)
+    bad = [m for m in metrics if m not in GATE_METRICS]
+    if bad or not metrics:
+        raise ValueError(f"--baseline-metrics: {', '.join(bad) or '(empty)'} not a gated metric; "
+                         f"valid: {', '.join(GATE_METRICS)} (comma-separated)")
+    return metrics
+
+
+def require_baseline(baseline_dir: Path, device: str) -> Path:
+    """The baseline file --baseline-compare will read; missing is an error naming the path and the fix."""
+    path = baseline_path(baseline_dir, device)
+    if not path.is_file():
+        raise BaselineMissing(
+            f"--baseline-compare: no baseline for device {device!r} at {path}; create it on the reference "
+            "machine with --baseline-save (same --device, --data and --scale) and commit it, or point "
+            "--baseline-dir at the directory that holds it")
+    return path
+
+
 def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
-                     thresholds: Thresholds = Thresholds()) -> tuple[list[Regression], list[str]]:
-    """Regressions beyond the thresholds, plus notes on everything that could not be compared."""
-    path = baseline_path(baseline_dir, report.device)
-    if not path.exists():
-        return [], [f"no baseline for device {report.device!r} ({path} missing): nothing compared; "
-                    f"create one with save_baseline"]
+                     thresholds: Thresholds = Thresholds(),
+                     metrics: Iterable[str] = GATE_METRICS) -> tuple[list[Regression], list[str]]:
+    """Regressions of the gated metrics, plus notes on everything else that could not be compared.
+
+    Gated metrics fail when worse than the thresholds, when measured for a row the baseline holds no
+    value for, and when the baseline holds a value this run did not measure. Metrics outside `metrics`
+    and baseline rows this run did not touch (filtered out) are notes. No baseline file: BaselineMissing.
+    """
+    gated = set(check_gate_metrics(metrics))
+    path = require_baseline(baseline_dir, report.device)
     base = _load_baseline(path, report.device)
     regs: list[Regression] = []
     notes: list[str] = []
@@ -622,13 +787,15 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
     for r in report.rows():
         rid = _row_id(r.model, r.mode, r.seq)
         seen.add(rid)
-        b = base.get(rid)
-        if b is None:
-            notes.append(f"{r.key}: not in baseline {path.name}; not compared")
-            continue
-
-        b_acc, b_size, b_ips = b.get("accuracy"), b.get("size_bytes"), b.get("inferences_per_s")
-        if b_acc is not None and r.accuracy is not None:
+        b = base.get(rid) or {}
+        accs = baseline_accuracies(b)
+        b_acc = accs.get(machine_id, next(iter(accs.values()), None))
+        b_size, b_ips = b.get("size_bytes"), b.get("inferences_per_s")
+        if accs and r.accuracy is not None and machine_id not in accs:
+            regs.append(Regression(r.model, r.mode, r.seq, "accuracy", None, r.accuracy,
+                                   f"recorded only on {', '.join(sorted(accs))}; this run is on {machine_id} "
+                                   "(training is bit-identical only on the same CPU)"))
+        elif b_acc is not None and r.accuracy is not None:
             if r.accuracy < b_acc - thresholds.accuracy_drop_pts / 100 - eps:
                 regs.append(Regression(r.model, r.mode, r.seq, "accuracy", b_acc, r.accuracy,
                                        f"-{thresholds.accuracy_drop_pts:g} pt"))
@@ -650,7 +817,11 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
         for name, bv, cv in (("accuracy", b_acc, r.accuracy), ("size", b_size, r.size_bytes),
                              ("throughput", b_ips, r.inferences_per_s)):
             if bv is not None and cv is None:
-                notes.append(f"{r.key}: {name} in baseline but not measured in this run")
+                regs.append(Regression(r.model, r.mode, r.seq, name, float(bv), None, "not measured"))
+            elif bv is None and cv is not None:
+                regs.append(Regression(r.model, r.mode, r.seq, name, None, float(cv), "no baseline"))
+    notes += [f"not gated (--baseline-metrics): {g}" for g in regs if g.metric not in gated]
+    regs = [g for g in regs if g.metric in gated]
     missing = sorted(set(base) - seen)
     if missing:
         notes.append(f"{len(missing)} baseline row(s) not run this session (e.g. "
@@ -669,5 +840,6 @@ def format_regressions(regs: list[Regression]) -> str:
 __all__ = [
     "Method", "METHODS", "THROUGHPUT_TARGET_PER_S", "Row", "Report", "Claim", "claims_table",
     "write_png", "Thresholds", "Regression", "baseline_path", "save_baseline", "compare_baseline",
-    "format_regressions", "machine_id", "machine_info",
+    "GATE_METRICS", "BaselineMissing", "check_gate_metrics", "require_baseline",
+    "format_regressions", "machine_id", "machine_info", "baseline_accuracies",
 ]

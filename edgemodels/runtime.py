@@ -15,6 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
+from edgemodels.quiet import native_stderr
+
 RUNTIMES: tuple[str, ...] = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 """Preference order when no runtime is named."""
 
@@ -44,7 +46,8 @@ def _import(name: str):
         raise ValueError(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}")
     interp_mod, pkg = _MODULES[name]
     try:
-        mod = importlib.import_module(interp_mod)
+        with native_stderr():  # importing tensorflow's interpreter prints TensorFlow's start-up lines
+            mod = importlib.import_module(interp_mod)
         version = getattr(importlib.import_module(pkg), "__version__", "")
     except ImportError as exc:
         hint = {"ai-edge-litert": "pip install ai-edge-litert",
@@ -183,13 +186,16 @@ def load(path: str | Path, *, runtime: str | None = None, num_threads: int | Non
 def _load_with(path: Path, runtime: str, num_threads: int | None) -> TFLiteModel:
     mod, info = _import(runtime)
     try:
-        if info.name == "tensorflow":
-            # tf.lite skips FlatBuffer verification for model_path (a truncated file can segfault);
-            # model_content is verified.
-            interp = mod.Interpreter(model_content=path.read_bytes(), num_threads=num_threads)
-        else:
-            interp = mod.Interpreter(model_path=str(path), num_threads=num_threads)
-        interp.allocate_tensors()
+        # The runtime's C++ start-up lines ("INFO: Created TensorFlow Lite XNNPACK delegate") go to fd 2
+        # on every load; hidden when quiet (the CLI without -v, the bench plugin), see edgemodels.quiet.
+        with native_stderr():
+            if info.name == "tensorflow":
+                # tf.lite skips FlatBuffer verification for model_path (a truncated file can segfault);
+                # model_content is verified.
+                interp = mod.Interpreter(model_content=path.read_bytes(), num_threads=num_threads)
+            else:
+                interp = mod.Interpreter(model_path=str(path), num_threads=num_threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{path}: {info.name} {info.version} cannot load this model: {exc}") from exc
     return TFLiteModel(path, interp, info, num_threads)

@@ -222,14 +222,49 @@ def expected_conversion_failure(case: Case) -> str | None:
     return EXPECTED_CONVERSION_FAILURES.get(f"{case.model}/{case.seq_label}")
 
 
-# Max |logit difference| between the device runtime's output and the x86 fp32 reference, by mode.
-# ARM and x86 kernels differ in summation order (fp32: ~1e-5) and, for quantized modes, in the
-# quantization kernels themselves (measured up to 0.2 for MobileBERT drq); the quantization error
-# itself is of the same order.
-ARM_DIFF_TOLERANCE: Mapping[str, float] = MappingProxyType({
-    # int8: the quantization error itself dominates (measured 2.7 for minilm-l6 on x86, 2026-11-24).
-    "fp32": 1e-3, "fp16": 5e-2, "drq": 0.5, "drq-compat": 0.5, "int8": 4.0,
+# Max |logit difference| between the device runtime's outputs and the SAME file's x86 outputs (so only the
+# kernels differ, never the quantization), as a multiple of max(1, largest |x86 logit|), by mode.
+# Measured 2026-11-25 under QEMU on 4 built-in test tweets against ai-edge-litert 2.3.0 on x86-64; figures are
+# that normalized difference (pi4/pi5: aarch64 ai-edge-litert 2.3.0, cortex-a72/a76; pi3: armhf tflite-runtime
+# 2.14.0, cortex-a7):
+#   fp32        pi4 MobileBERT 2.0e-5, MiniLM 2.1e-7; pi3 MobileBERT 8.3e-6, MiniLM 9.8e-7
+#   fp16        pi4 and pi5 MobileBERT 1.8e-4, MiniLM (CI-trained) 6.0e-7; pi3 MiniLM (CI-trained) 1.8e-6
+#   drq         pi4 MobileBERT 0.076, MiniLM (CI-trained) 0.0063 (the Pi 3 refuses drq)
+#   drq-compat  pi4 MobileBERT 0.069, MiniLM (CI-trained) 0.0051; pi3 MobileBERT 0.217, MiniLM (CI-trained) 0.012
+#   int8        pi4 MobileBERT 0.16, MiniLM 0.033; pi3 MiniLM 0.092 (MobileBERT int8 crashes the Pi 3's runtime)
+# (MobileBERT is the random init of the CI scale; "MiniLM" without a note: 400 tweets, 1 epoch.) Each tolerance
+# is 2-5x the largest measured value: MobileBERT's dynamic-range and int8 kernels drift by up to a fifth of a
+# logit (one of 4 argmaxes flipped at pi3 drq-compat and pi4 int8), so these are far above a fp32 kernel's error
+# and far below a wrong kernel's. Measured the way bench/test_compat compares: emulation.run_model and the x86
+# interpreter on the same .tflite and the same feeds.
+ARM_DIFF_MEASURED: Mapping[str, float] = MappingProxyType({
+    "fp32": 2.0e-5, "fp16": 1.8e-4, "drq": 0.076, "drq-compat": 0.217, "int8": 0.16,
 })
+"""The largest normalized difference measured per mode (the table above)."""
+
+ARM_DIFF_TOLERANCE: Mapping[str, float] = MappingProxyType({
+    "fp32": 1e-4, "fp16": 5e-4, "drq": 0.25, "drq-compat": 0.5, "int8": 0.5,
+})
+
+
+def arm_diff_limit(mode: str, x86_max_abs: float | None) -> float:
+    """The largest |ARM - x86| logit difference allowed for `mode`, at the scale of the x86 logits."""
+    return ARM_DIFF_TOLERANCE[mode] * max(1.0, x86_max_abs or 0.0)
+
+# Devices where a large (non-compact) model may not fit the memory budget, and why (measured). There the memory
+# test xfails with its numbers; on any other device a large model that does not fit fails like a compact one.
+LARGE_MODEL_MEMORY_MISSES: Mapping[str, str] = MappingProxyType({
+    # Measured 2026-11-24 (CI scale): BERT-Large fp32 peaks at 1,140 MB against the Pi 3's 752 MB budget;
+    # MPNet-base fp32 peaks at 736 MB on the desktop, within 2 % of it. Pi 4 (3.4 GB budget) fits BERT-Large fp32
+    # (2,476 MB on the desktop).
+    "pi3": "a 1 GB board (717 MiB for one application): BERT-Large fp32 needs 1,140 MB",
+})
+
+
+def expected_memory_miss(device: str, case: Case) -> str | None:
+    """Why `case` may not fit `device`'s memory budget, or None (then not fitting fails)."""
+    return None if case.compact else LARGE_MODEL_MEMORY_MISSES.get(device)
+
 
 EMULATE_INFERENCE_MAX_BYTES = 150_000_000
 """Larger artifacts are only loaded under emulation: an emulated BERT-Large inference takes minutes."""

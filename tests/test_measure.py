@@ -148,6 +148,16 @@ def test_projecting_a_profile_without_factor_errors():
         measure.project(5.0, Placement(devices.get("desktop"), False, "projected"))
 
 
+def test_projection_is_refused_from_a_runtime_the_factor_does_not_hold_for():
+    """tflite-runtime 2.14's x86 wheel is ~40x slower than ai-edge-litert: a factor applied to it lies."""
+    pl = Placement(devices.get("pi3"), False, "projected")
+    with pytest.raises(measure.ProjectionRefused, match="tflite-runtime.*ai-edge-litert"):
+        measure.project(2.0, pl, host_threads=2, runtime="tflite-runtime")
+    assert measure.project(2.0, pl, host_threads=2, runtime="ai-edge-litert").method == "projected"
+    # on the device itself the runtime is the device's: measured, whatever it is
+    assert measure.project(2.0, Placement(devices.get("pi3"), True, "measured"), runtime="tflite-runtime").value == 2.0
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_project_rejects_bad_throughput(bad):
     with pytest.raises(ValueError):

@@ -93,8 +93,11 @@ def test_local_parent_dir_with_model_subdir_and_env(tmp_path, monkeypatch):
     parent = tmp_path / "all"
     sub = _weights_dir(parent / "mobilebert", tokenizer=False)
     monkeypatch.setenv(models.WEIGHTS_ENV, str(parent))
+    with pytest.raises(WeightsError, match=rf"{sub}: no tokenizer \(tokenizer.json or vocab.txt\)"):
+        models.resolve("mobilebert", cache_root=tmp_path)  # issue 10: was a TypeError at build time
+    (sub / "vocab.txt").write_text("[PAD]\n")
     w = models.resolve("mobilebert", cache_root=tmp_path)
-    assert w.source == "local" and w.path == sub and w.tokenizer_path is None
+    assert w.source == "local" and w.path == sub and w.tokenizer_path == sub
 
 
 # ---------------------------------------------------------------- fallbacks

@@ -4,7 +4,9 @@ Runs `pytest bench/` in a subprocess, as a user would, with a private cache, rep
 """
 
 import json
+import os
 import subprocess
+import xml.etree.ElementTree as ET
 import sys
 from pathlib import Path
 
@@ -13,12 +15,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> Path:
+    """One artifact cache for every smoke-scale run in this module: tiny-bert is built once."""
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
+def _bench(tmp_path: Path, *args: str, cache: Path | None = None, modes: str = "fp32",
+           benchmark: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", str(REPO / "bench"), "-q", "-p", "no:cacheprovider",
-           "--device=desktop", "--scale=smoke", "--modes=fp32",
-           f"--edge-cache={tmp_path / 'cache'}", f"--report-dir={tmp_path / 'report'}",
-           f"--baseline-dir={tmp_path / 'baselines'}", "--benchmark-disable", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+           "--device=desktop", "--scale=smoke", f"--modes={modes}",
+           f"--edge-cache={cache or tmp_path / 'cache'}", f"--report-dir={tmp_path / 'report'}",
+           f"--baseline-dir={tmp_path / 'baselines'}", *([] if benchmark else ["--benchmark-disable"]), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env=None if env is None else {**os.environ, **env})
+
+
+def _collect(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--collect-only", "-q",
+                           "-p", "no:cacheprovider", "--device=desktop", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_unknown_device_fails_at_startup_listing_valid_ones():
@@ -35,11 +51,87 @@ def test_unknown_data_spec_fails_at_startup():
     assert "builtin" in out.stderr and "replab:DIR" in out.stderr
 
 
+def test_baseline_compare_without_a_baseline_fails_before_running(tmp_path):
+    """Why: a missing baseline was a note, so --baseline-compare gated on nothing and exited 0."""
+    out = _collect("--scale=smoke", "--baseline-compare", f"--baseline-dir={tmp_path}")
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-2000:] + out.stderr[-2000:]
+    assert str(tmp_path / "builtin" / "smoke" / "desktop.json") in out.stderr and "--baseline-save" in out.stderr
+
+
+def test_default_baseline_dir_is_the_rootdirs_not_the_working_directorys(tmp_path):
+    """Why: bench/baselines was relative to the working directory, so a run from elsewhere compared nothing."""
+    found = _collect("--scale=ci", "--baseline-compare", cwd=tmp_path)
+    assert found.returncode == 0, found.stdout[-2000:] + found.stderr[-2000:]  # bench/baselines/builtin/ci
+    missing = _collect("--scale=smoke", "--baseline-compare", cwd=tmp_path)  # no smoke baseline is committed
+    assert missing.returncode == pytest.ExitCode.USAGE_ERROR
+    assert str(REPO / "bench" / "baselines" / "builtin" / "smoke" / "desktop.json") in missing.stderr
+
+
+def test_baseline_gate_refuses_xdist_and_misspelt_metrics():
+    """Why: under pytest-xdist the controller holds no report rows, so the gate was silently off."""
+    out = _collect("--scale=ci", "--baseline-compare", "-n", "2")
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR and "xdist" in out.stderr, out.stderr[-2000:]
+    out = _collect("--scale=ci", "--baseline-compare", "--baseline-metrics=acuracy")
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR and "acuracy" in out.stderr, out.stderr[-2000:]
+
+
+_STRICTER = '''"""Stricter bars for the fail-path run: real measurements, held to targets no model can meet."""
+import dataclasses
+from types import MappingProxyType
+
+from edgemodels import devices, suite
+
+_desktop = devices._PROFILES["desktop"]
+devices._PROFILES["desktop"] = dataclasses.replace(  # 1e9 inferences/s in 12 MiB (tiny-bert: ~41 MiB)
+    _desktop, target_inferences_per_s=1e9, ram_bytes=16 << 20)
+suite.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points
+    {**suite.MODE_DROP_TOLERANCE_PTS, "drq": -100.0})
+suite.EXPECTED_REFUSALS = MappingProxyType({  # this runtime is said to refuse drq; it loads it
+    **suite.EXPECTED_REFUSALS, ("ai-edge-litert", "2.3.0"): MappingProxyType({"drq": "said to refuse (test)"})})
+'''
+
+
+def _outcomes(junit: Path) -> dict[str, tuple[str, str]]:
+    """test id -> (passed | failed | skipped | error, message) from pytest's own JUnit XML."""
+    out = {}
+    for tc in ET.parse(junit).getroot().iter("testcase"):
+        kind, msg = "passed", ""
+        for child in tc:
+            if child.tag in ("failure", "skipped", "error"):
+                kind, msg = child.tag, (child.get("message") or "") + (child.text or "")
+        out[tc.get("name")] = ("failed" if kind == "failure" else kind, msg)
+    return out
+
+
 @pytest.mark.slow
-def test_worse_model_fails_baseline_compare(tmp_path):
+def test_gates_fail_on_real_measurements_held_to_stricter_bars(tmp_path, smoke_cache):
+    """Throughput, memory, compat and drop-vs-fp32 each fail (exit 1) when the bar is out of reach."""
+    (tmp_path / "stricter_bars.py").write_text(_STRICTER)
+    out = _bench(tmp_path, "-p", "stricter_bars", f"--junitxml={tmp_path / 'junit.xml'}", "-k",
+                 "throughput or memory_fits or device_runtime or drop_vs_fp32", cache=smoke_cache,
+                 modes="fp32,drq", benchmark=True, env={"PYTHONPATH": str(tmp_path)})
+    assert out.returncode == pytest.ExitCode.TESTS_FAILED, out.stdout[-4000:] + out.stderr[-2000:]
+    got = _outcomes(tmp_path / "junit.xml")
+    expect = {
+        "test_throughput[tiny-bert-drq-64]": ("failed", "< target 1000000000.0/s"),
+        "test_throughput[tiny-bert-fp32-64]": ("skipped", "not a deployment candidate"),  # xfail
+        "test_memory_fits[tiny-bert-drq-64]": ("failed", "does not fit"),
+        "test_device_runtime[tiny-bert-drq-64]": ("failed", "expects to refuse it"),
+        "test_device_runtime[tiny-bert-fp32-64]": ("passed", ""),
+        "test_drop_vs_fp32[tiny-bert-drq-64]": ("failed", "tolerance -100.0 points"),
+    }
+    for test, (kind, text) in expect.items():
+        assert got[test][0] == kind and text in got[test][1], (test, got.get(test))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    row = next(r for r in report["rows"] if r["mode"] == "drq" and r["seq"] == "64")
+    assert row["fits"] is False and row["inferences_per_s"] > 0 and row["accuracy_delta_vs_fp32_pts"] is not None
+
+
+@pytest.mark.slow
+def test_worse_model_fails_baseline_compare(tmp_path, smoke_cache):
     """Save a baseline, then a shrunk training budget must fail --baseline-compare, readably."""
     keep = ["-k", "accuracy_floor or artifact_size"]
-    first = _bench(tmp_path, *keep, "--baseline-save")
+    first = _bench(tmp_path, *keep, "--baseline-save", cache=smoke_cache)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     saved = json.loads((tmp_path / "baselines" / "builtin" / "smoke" / "desktop.json").read_text())
     assert "tiny-bert" in json.dumps(saved)
@@ -47,10 +139,16 @@ def test_worse_model_fails_baseline_compare(tmp_path):
     assert report["rows"] and all(r["device"] == "desktop" for r in report["rows"])
     assert (tmp_path / "report" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    same = _bench(tmp_path, *keep, "--baseline-compare")
+    same = _bench(tmp_path, *keep, "--baseline-compare", cache=smoke_cache)
     assert same.returncode == 0, same.stdout[-3000:]
 
-    worse = _bench(tmp_path, *keep, "--baseline-compare", "--max-examples=32")
+    skipped = _bench(tmp_path, "-k", "artifact_size", "--baseline-compare", cache=smoke_cache)
+    assert skipped.returncode == 1, skipped.stdout[-3000:]  # accuracy in the baseline, not measured: fails
+    assert "accuracy is in the baseline" in skipped.stdout and "did not measure it" in skipped.stdout
+    assert _bench(tmp_path, "-k", "artifact_size", "--baseline-compare", "--baseline-metrics=size",
+                  cache=smoke_cache).returncode == 0
+
+    worse = _bench(tmp_path, *keep, "--baseline-compare", "--max-examples=32", cache=smoke_cache)
     assert worse.returncode == 1, worse.stdout[-3000:]
     assert "regression" in worse.stdout and "accuracy" in worse.stdout
     assert "tiny-bert/fp32" in worse.stdout
@@ -95,3 +193,164 @@ def test_expected_conversion_failure_xfails_without_reconverting(monkeypatch):
     monkeypatch.setattr(pipeline, "build", lambda req, cache: types.SimpleNamespace(size_bytes=1, pretrained=True))
     with pytest.raises(pytest.fail.Exception, match="converts now"):
         s.artifact(suite.Case("mpnet-base", "drq", None))
+
+
+# -- BenchSession pieces against real caches and reports (stubs only where a model would be built) -----------
+
+def _session(tmp_path, device: str = "desktop", scale: str = "smoke"):
+    """A BenchSession without pytest's config: real cache, report and placement; no artifacts built."""
+    import types
+
+    from edgemodels import cache, devices, plugin, report, suite
+
+    s = object.__new__(plugin.BenchSession)
+    s.config = types.SimpleNamespace(getoption=lambda name: None)
+    s._artifacts, s._conversion_failures, s._device_runs, s._accuracy = {}, {}, {}, {}
+    s.device, s.data_spec = device, "builtin"
+    s.cache = cache.ArtifactCache(tmp_path / "cache")
+    placement = devices.place(device, tmp_path / "no-device-tree")
+    s.__dict__.update(scale=suite.get_scale(scale), report=report.Report(device, {}), placement=placement,
+                      threads=2, host_runtime=("ai-edge-litert", ""))
+    return s
+
+
+def _fake_artifact(tmp_path):
+    import types
+
+    return types.SimpleNamespace(manifest={"key": {"digest": "a" * 64}, "max_length": 64, "pad_id": 0},
+                                 tflite=tmp_path / "model.tflite", tokenizer_dir=tmp_path, size_bytes=1000)
+
+
+def test_memoised_accuracy_is_not_served_to_other_code(tmp_path, monkeypatch):
+    """Why: with a warm cache, evaluate() mutated to predict one label still reported the old accuracy."""
+    import types
+
+    from edgemodels import evaluate, plugin, suite
+
+    s = _session(tmp_path)
+    s.artifact = lambda case: _fake_artifact(tmp_path)
+    s.__dict__["eval_set"] = types.SimpleNamespace(fingerprint="eval-fp")
+    calls = []
+
+    def fake_evaluate(*args, **kw):
+        calls.append(kw)
+        acc = 0.7 if len(calls) == 1 else 0.3
+        return evaluate.Accuracy(accuracy=acc, macro_f1=acc, n=10, majority_accuracy=0.5, runtime="ai-edge-litert",
+                                 runtime_version="2.3.0", confusion=((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    case = suite.Case("tiny-bert", "fp32", 64)
+    assert s.accuracy(case).accuracy == 0.7
+    s._accuracy.clear()  # a later session on the same warm cache, same code: served from the cache
+    assert s.accuracy(case).accuracy == 0.7 and len(calls) == 1
+    real = plugin._module_source
+    monkeypatch.setattr(plugin, "_module_source",
+                        lambda name: real(name) + (b"# mutated" if name == "evaluate" else b""))
+    plugin.code_identity.cache_clear()
+    s._accuracy.clear()
+    try:
+        assert s.accuracy(case).accuracy == 0.3 and len(calls) == 2  # other code: computed again
+    finally:
+        monkeypatch.undo()
+        plugin.code_identity.cache_clear()
+
+
+def test_arm_outputs_are_compared_with_the_same_files_x86_outputs(tmp_path, monkeypatch):
+    """Why: quantized ARM outputs were compared with the x86 *fp32* file's, so the tolerance had to absorb the
+    quantization error (int8: 4.0) and ARM kernel drift could not be seen."""
+    import types
+
+    import numpy as np
+
+    from edgemodels import emulation, plugin, suite
+
+    s = _session(tmp_path, device="pi4")
+    s.artifact = lambda case: _fake_artifact(tmp_path)
+    s.feeds = lambda case, n=None: [{"input_ids": np.zeros((1, 64), np.int32)}] * 2
+    s.__dict__["eval_set"] = types.SimpleNamespace(
+        fingerprint="eval-fp", examples=[0, 1],
+        sample=lambda n: types.SimpleNamespace(label_ids=lambda: np.array([0, 1])))
+    x86 = {"fp32": np.array([[2.0, 0.0, -2.0], [0.0, 2.0, 0.0]], np.float32),
+           "drq": np.array([[1.5, 0.2, -2.0], [0.1, 2.4, 0.0]], np.float32)}  # quantization error ~0.5
+    s._host_outputs = lambda case, feeds: x86[case.quant]
+    monkeypatch.setattr(emulation, "availability", lambda: (True, "qemu (test)"))
+    monkeypatch.setattr(emulation, "ensure_rootfs", lambda target, root: tmp_path)
+    emulated = []
+    monkeypatch.setattr(emulation, "run_model", lambda *a, **kw: emulated.append(1) or types.SimpleNamespace(
+        loads=True, error=None, runtime_version="2.3.0", arch="aarch64", outputs=x86["drq"] + 1e-6))
+    run = s.device_run(suite.Case("tiny-bert", "drq", 64))
+    s._device_runs.clear()  # same code, warm cache: not emulated again
+    s.device_run(suite.Case("tiny-bert", "drq", 64))
+    real = plugin._module_source
+    monkeypatch.setattr(plugin, "_module_source",
+                        lambda name: real(name) + (b"# changed" if name == "arm_worker" else b""))
+    plugin.code_identity.cache_clear()
+    s._device_runs.clear()  # other worker code: its memoised verdict is not served
+    s.device_run(suite.Case("tiny-bert", "drq", 64))
+    monkeypatch.setattr(plugin, "_module_source", real)
+    plugin.code_identity.cache_clear()
+    assert len(emulated) == 2
+    assert run.max_abs_diff == pytest.approx(1e-6, abs=1e-7) and run.x86_max_abs == pytest.approx(2.4)
+    assert s.report.row("tiny-bert", "drq", "64").arm_max_abs_diff == run.max_abs_diff
+
+    desktop = _session(tmp_path, device="desktop")  # the host's own run: nothing to compare, no figure
+    desktop.artifact, desktop.feeds, desktop._host_outputs = s.artifact, s.feeds, s._host_outputs
+    desktop.__dict__["eval_set"] = s.eval_set
+    monkeypatch.setattr(plugin.BenchSession, "_host_outputs", lambda self, case, feeds: x86[case.quant])
+    import edgemodels.runtime as rt_mod
+
+    monkeypatch.setattr(rt_mod, "load", lambda *a, **kw: types.SimpleNamespace(
+        run=lambda f: x86["drq"][:1], runtime_name="ai-edge-litert", runtime_version="2.3.0"))
+    assert desktop.device_run(suite.Case("tiny-bert", "drq", 64)).max_abs_diff is None
+
+
+def test_speed_claim_fails_below_the_device_target(tmp_path):
+    from edgemodels import plugin
+
+    s = _session(tmp_path, device="pi3")
+    fp32 = s.report.row("minilm-l6", "fp32")
+    fp32.inferences_per_s, fp32.method = 50.0, "projected"  # not a deployment candidate: never counted
+    drq = s.report.row("minilm-l6", "drq")
+    drq.inferences_per_s, drq.method, drq.threads, drq.runtime, drq.runtime_version = 0.9, "projected", 2, "x", "1"
+    claim = plugin._speed_claim(s)
+    assert claim.holds is False and "minilm-l6 drq: 0.9/s" in claim.ours
+    drq.inferences_per_s = 1.0
+    assert plugin._speed_claim(s).holds is True
+
+
+@pytest.mark.parametrize("device, factor", [("pi4", 0.10), ("pi3", 0.025), ("desktop", None)])
+def test_record_throughput_projects_with_the_profile_factor(tmp_path, device, factor):
+    import types
+
+    from edgemodels import measure, suite
+
+    s = _session(tmp_path, device=device)
+    s._last_runtime = types.SimpleNamespace(name="ai-edge-litert", version="2.3.0")
+    stats = measure.LatencyStats.from_samples([0.01, 0.01, 0.01, 0.02])  # mean 12.5 ms: 80/s on the host
+    extra: dict = {}
+    proj = s.record_throughput(suite.Case("tiny-bert", "drq", 64), stats, extra)
+    row = s.report.row("tiny-bert", "drq", "64")
+    f = 1.0 if factor is None else factor
+    assert row.inferences_per_s == pytest.approx(80.0 * f) == proj.value == extra["inferences_per_s"]
+    assert extra["host_inferences_per_s"] == pytest.approx(80.0)
+    assert row.p50_ms == pytest.approx(10.0 / f) and row.p99_ms == pytest.approx(1e3 * stats.p99_s / f)
+    assert row.method == ("measured" if factor is None else "projected")
+
+
+def test_bad_bench_options_do_not_stop_the_unit_tests_but_still_stop_the_bench(tmp_path):
+    """Issue 10: EDGEMODELS_DATA=replab:/nonexistent aborted `pytest tests/` at start-up."""
+    env = {**os.environ, "EDGEMODELS_DATA": "replab:/nonexistent"}
+    unit = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests" / "test_suite.py"), "-q",
+                           "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert unit.returncode == 0, unit.stdout[-2000:] + unit.stderr[-2000:]
+    bench = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--collect-only", "-q",
+                            "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert bench.returncode == pytest.ExitCode.USAGE_ERROR and "/nonexistent does not exist" in bench.stderr
+
+
+def test_edge_cache_naming_a_file_is_a_usage_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    out = _collect(f"--edge-cache={f}")
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR and "Traceback" not in out.stderr
+    assert f"{f}: is a file, not a directory" in out.stderr

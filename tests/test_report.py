@@ -9,6 +9,7 @@ import re
 import pytest
 
 from edgemodels.report import (
+    BaselineMissing,
     Claim,
     Regression,
     Report,
@@ -19,7 +20,9 @@ from edgemodels.report import (
     compare_baseline,
     format_regressions,
     machine_id,
+    load_claims,
     machine_info,
+    merged_claims_table,
     save_baseline,
     write_png,
 )
@@ -31,7 +34,7 @@ MID = "x86_64-2c-24g-deadbeef"
 def _report(device: str = "pi4") -> Report:
     rep = Report(device, {"cpu_model": "synthetic", "cores_logical": 2})
     r = rep.row("minilm-l6", "drq")
-    r.size_bytes, r.ratio, r.accuracy, r.accuracy_drop = 23_456_789, 12.34, 0.8123, 0.4
+    r.size_bytes, r.ratio, r.accuracy, r.accuracy_delta_vs_fp32_pts = 23_456_789, 12.34, 0.8123, -0.4
     r.inferences_per_s, r.p90_ms, r.method, r.threads = 12.5, 81.2, "measured", 4
     r.runtime, r.runtime_version = "ai-edge-litert", "2.3.0"
     f = rep.row("minilm-l6", "fp32")
@@ -57,13 +60,13 @@ def test_table_omits_empty_columns():
     rep.row("m", "drq").accuracy = 0.5
     header = [c.strip() for c in rep.table().splitlines()[0].split("|")]
     assert "acc" in header
-    for absent in ("size MB", "inf/s", "device runtime", "peak MB", "runtime", "fits", "notes"):
+    for absent in ("size MB", "inf/s", "on device", "peak MB", "runtime", "fits", "notes"):
         assert absent not in header, absent
     rep.row("m", "drq").arm_loads = True
     rep.row("m", "drq").arm_max_abs_diff = 1.5e-5
     rep.row("m", "drq").arm_method = "emulated ARM (qemu, cortex-a72)"
     text = rep.table()
-    assert "device runtime" in text.splitlines()[0] and "max abs diff 1.5e-05" in text
+    assert "on device" in text.splitlines()[0] and "max abs diff 1.5e-05" in text
     assert "emulated ARM (qemu, cortex-a72)" in text
 
 
@@ -116,6 +119,83 @@ def test_claims_table():
     ])
     assert "holds" in text and "n/a" in text and "DOES NOT HOLD" in text
     assert "not measurable: no device" in text
+
+
+# -- terminal width and sign convention (issue 15) ----------------------------------------------------
+
+_ERROR = ("Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'. An older version of this builtin "
+          "might be supported. Are you using an old TFLite binary with a newer model?\nRegistration failed.\n")
+
+
+def _full_report() -> Report:
+    """Every column filled, long notes and a runtime's paragraph-long refusal: a pi3 CI run's worst case."""
+    rep = Report("pi3", {})
+    for model, mode, seq in [("bert-large", "fp32", "128"), ("bert-large", "drq", "128"),
+                             ("mobilebert", "drq-compat", "128"), ("minilm-l6", "drq", "dynamic"),
+                             ("minilm-l6", "int8", "128")]:
+        r = rep.row(model, mode, seq)
+        r.size_bytes, r.ratio, r.accuracy, r.pretrained = 1_338_000_000, 103.4, 0.808, model != "bert-large"
+        r.accuracy_delta_vs_fp32_pts = None if mode == "fp32" else -15.3
+        r.inferences_per_s, r.method, r.threads, r.p90_ms = 8.09, "projected", 4 if mode != "int8" else 1, 123.4
+        r.peak_rss_bytes, r.fits = 2_476_000_000, model != "bert-large"
+        r.runtime, r.runtime_version = ("ai-edge-litert", "2.3.0") if mode != "int8" else ("tensorflow", "2.21.0")
+        r.arm_loads, r.arm_method = mode != "drq", "emulated ARM (qemu, cortex-a53)"
+        r.arm_error = None if r.arm_loads else _ERROR
+        r.notes += ["host runs ai-edge-litert 2.3.0; pi3 uses tflite-runtime 2.14.0 (checked under emulation by "
+                    "test_compat)", f"memory: host RSS (ai-edge-litert 2.3.0) vs pi3 budget, {model} note"]
+    return rep
+
+
+def test_table_fits_120_columns_and_keeps_the_detail_below_it():
+    """Why: lines reached 738 characters; wide detail goes to numbered notes (and report.json)."""
+    text = _full_report().table()
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    flat = " ".join(text.split())
+    assert "FAILS: " + " ".join(_ERROR.split()) in flat  # the refusal, whole, on its own numbered line
+    assert "8.09 (projected)" in text and "tensorflow 2.21.0" in text and "bert-large†" in text
+    fails_row = next(line for line in text.splitlines()
+                     if line.startswith("| bert-large† | drq ") and "FAILS" in line)
+    note = re.search(r"\| (\d+(,\d+)*) +\|$", fails_row).group(1).split(",")[0]
+    assert f"[{note}] FAILS: Didn't find op" in text
+
+
+def test_claims_tables_fit_120_columns_without_losing_words():
+    long = Claim(">= 1 tweet/s on pi3", ">= 1/s (Pi 3, Pi 4, desktop)",
+                 "mobilebert drq-compat: 3.2/s (projected) [mobilebert drq 3.3/s; mobilebert drq-compat 3.2/s; "
+                 "minilm-l6 drq 8.09/s]", "batch 1, seq 128, 4 thread(s), ai-edge-litert 2.3.0, " * 3, True)
+    merged = [{**{k: getattr(long, k) for k in ("claim", "paper", "ours", "definition", "holds")},
+               "device": "pi3", "created": "2026-11-25T08:00:00+00:00"}]
+    for text in (claims_table([long]), merged_claims_table(merged)):
+        assert max(len(line) for line in text.splitlines()) <= 120, text
+        words = " ".join(text.replace("|", " ").split())
+        for w in ("[mobilebert", "8.09/s]", "ai-edge-litert", "holds"):
+            assert w in words
+
+
+def test_delta_vs_fp32_is_negative_for_a_loss_in_table_and_json():
+    """One sign everywhere: the CI table's "drop +15.3" was a loss, the paper table's "+0.2" a gain."""
+    rep = Report("desktop", {})
+    rep.row("minilm-l6", "fp32").accuracy = 0.808
+    loss = rep.row("minilm-l6", "int8")
+    loss.accuracy, loss.accuracy_delta_vs_fp32_pts = 0.655, -15.3
+    text = rep.table()
+    header = [c.strip() for c in text.splitlines()[0].split("|")]
+    assert "Δ vs fp32" in header
+    cell = text.splitlines()[3].split("|")[header.index("Δ vs fp32")].strip()
+    assert cell == "-15.3" and "negative = loss" in text
+    row = next(r for r in rep.to_json()["rows"] if r["mode"] == "int8")
+    assert row["accuracy_delta_vs_fp32_pts"] == -15.3 and "accuracy_drop" not in row
+
+
+def test_report_json_from_before_the_sign_change_still_gives_its_claims(tmp_path):
+    """`edgemodels claims` reads older runs: rows with `accuracy_drop` (positive = loss) are ignored, claims kept."""
+    old = {"device": "pi4", "created": "2026-11-24T10:00:00+00:00", "machine": {},
+           "rows": [{"device": "pi4", "model": "minilm-l6", "mode": "int8", "seq": "128", "accuracy_drop": 15.3}],
+           "claims": [{"claim": "compressed model loses 4.1 accuracy points", "paper": "-4.1 pt",
+                       "ours": "-3.00 pt (minilm-l6 drq vs mpnet-base fp32)", "definition": "d", "holds": True}]}
+    (tmp_path / "report.json").write_text(json.dumps(old))
+    device, created, claims = load_claims(tmp_path)
+    assert device == "pi4" and claims[0].ours.startswith("-3.00 pt") and claims[0].holds is True
 
 
 # -- JSON / files -----------------------------------------------------------------------------------
@@ -179,9 +259,10 @@ def test_baseline_round_trip(tmp_path):
     assert regs == [] and notes == []
 
 
-def test_missing_baseline_is_a_note(tmp_path):
-    regs, notes = compare_baseline(_one(), tmp_path, MID)
-    assert regs == [] and "missing" in notes[0] and "pi4.json" in notes[0]
+def test_missing_baseline_fails_naming_the_file_and_the_fix(tmp_path):
+    """Why: comparing against no baseline used to be a note, so --baseline-compare passed on nothing."""
+    with pytest.raises(BaselineMissing, match=r"pi4\.json.*--baseline-save"):
+        compare_baseline(_one(), tmp_path, MID)
 
 
 @pytest.mark.parametrize("acc, fails", [(0.80 - 0.006, True), (0.80 - 0.004, False),
@@ -209,7 +290,7 @@ def test_throughput_gate_same_machine(tmp_path):
 
 def test_throughput_other_machine_or_method_is_a_note(tmp_path):
     save_baseline(_one(ips=10.0), tmp_path, MID)
-    regs, notes = compare_baseline(_one(ips=8.9), tmp_path, "aarch64-4c-4g-01234567")
+    regs, notes = compare_baseline(_one(ips=8.9), tmp_path, "aarch64-4c-4g-01234567", metrics=("size", "throughput"))
     assert regs == []
     assert any("throughput not compared" in n and MID in n for n in notes)
     regs, notes = compare_baseline(_one(ips=1.0, method="projected"), tmp_path, MID)
@@ -232,18 +313,89 @@ def test_save_baseline_merges(tmp_path):
     rows = {(r["model"], r["mode"]): r for r in json.loads(baseline_path(tmp_path, "pi4").read_text())["rows"]}
     assert set(rows) == {("minilm-l6", "drq"), ("minilm-l6", "fp32"), ("new", "drq")}
     drq = rows[("minilm-l6", "drq")]
-    assert drq["accuracy"] == 0.70 and drq["size_bytes"] == 23_456_789
+    assert drq["accuracy_by_machine"] == {MID: 0.8123, "other-machine": 0.70}  # each machine keeps its own
+    assert drq["size_bytes"] == 23_456_789
     assert drq["inferences_per_s"] == 12.5 and drq["machine_id"] == MID  # kept with its own host
 
 
-def test_rows_not_in_baseline_and_unmeasured_are_notes(tmp_path):
+def test_rows_not_in_baseline_and_unmeasured_metrics_fail(tmp_path):
+    """Why: a skipped accuracy test (or a new row) must not pass the gate by having nothing to compare."""
     save_baseline(_one(), tmp_path, MID)
     rep = _one(acc=None)
     rep.row("other", "fp32").accuracy = 0.5
-    regs, notes = compare_baseline(rep, tmp_path, MID)
+    regs, _ = compare_baseline(rep, tmp_path, MID)
+    got = {(r.model, r.metric, r.limit) for r in regs}
+    assert got == {("minilm-l6", "accuracy", "not measured"), ("other", "accuracy", "no baseline")}
+    text = format_regressions(regs)
+    assert "accuracy is in the baseline (0.8000) but this run did not measure it" in text
+    assert "other/fp32 seq=128: accuracy 0.5000 has no baseline" in text
+
+
+def test_ungated_metrics_and_rows_not_run_are_notes(tmp_path):
+    saved = _one(ips=10.0)
+    saved.row("other", "fp32").size_bytes = 5  # a row this run filters out (--models): a note, not a failure
+    save_baseline(saved, tmp_path, MID)
+    rep = _one(ips=None)  # throughput in the baseline, not measured: CI gates accuracy and size only
+    regs, notes = compare_baseline(rep, tmp_path, MID, metrics=("accuracy", "size"))
     assert regs == []
-    assert any("other/fp32 seq=128: not in baseline" in n for n in notes)
-    assert any("accuracy in baseline but not measured" in n for n in notes)
+    assert any(n.startswith("not gated (--baseline-metrics):") and "throughput" in n for n in notes)
+    assert any("1 baseline row(s) not run" in n and "other/fp32" in n for n in notes)
+    regs, _ = compare_baseline(rep, tmp_path, MID)
+    assert [(r.metric, r.limit) for r in regs] == [("throughput", "not measured")]
+
+
+def test_gate_metrics_are_validated(tmp_path):
+    save_baseline(_one(), tmp_path, MID)
+    with pytest.raises(ValueError, match="acuracy.*valid: accuracy, size, throughput"):
+        compare_baseline(_one(), tmp_path, MID, metrics=("acuracy",))
+    with pytest.raises(ValueError, match="empty"):
+        compare_baseline(_one(), tmp_path, MID, metrics=())
+
+
+@pytest.mark.parametrize("device", ["desktop", "pi4", "pi3"])
+def test_committed_ci_baselines_pass_ci_gate_on_their_own_figures(device):
+    """CI gates accuracy,size on the committed files; a run reproducing them must pass (old format kept)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "builtin" / "ci"
+    from edgemodels.report import _load_baseline, baseline_accuracies
+
+    rows = list(_load_baseline(path / f"{device}.json", device).values())
+    machines = {m for b in rows for m in baseline_accuracies(b)}
+    assert machines, "the committed CI baselines record accuracy"
+    for mid in machines:
+        rep = Report(device, {})
+        for b in rows:
+            r = rep.row(b["model"], b["mode"], b["seq"])
+            r.accuracy, r.size_bytes = baseline_accuracies(b).get(mid), b["size_bytes"]
+        regs, _ = compare_baseline(rep, path, mid, metrics=("accuracy", "size"))
+        assert regs == []
+    rep.row("minilm-l6", "drq", "128").accuracy = None  # the accuracy test skipped: the gate notices
+    regs, _ = compare_baseline(rep, path, mid, metrics=("accuracy", "size"))
+    assert [(r.model, r.mode, r.metric, r.limit) for r in regs] == [("minilm-l6", "drq", "accuracy", "not measured")]
+
+
+def test_accuracy_baseline_is_per_machine(tmp_path):
+    """Why: training is bit-identical only on one CPU (MPNet CI: 73.0 % Xeon, 68.7 % EPYC); another CPU's
+    figure is neither a pass nor a regression of this one: the gate asks for this machine's baseline."""
+    save_baseline(_one(acc=0.73), tmp_path, "xeon")
+    regs, _ = compare_baseline(_one(acc=0.6867), tmp_path, "epyc", metrics=("accuracy",))
+    assert [(r.metric, r.baseline, r.current) for r in regs] == [("accuracy", None, 0.6867)]
+    assert "recorded only on xeon; this run is on epyc" in format_regressions(regs)
+    save_baseline(_one(acc=0.6867), tmp_path, "epyc")
+    assert compare_baseline(_one(acc=0.6867), tmp_path, "epyc", metrics=("accuracy",))[0] == []
+    assert compare_baseline(_one(acc=0.73), tmp_path, "xeon", metrics=("accuracy",))[0] == []
+    regs, _ = compare_baseline(_one(acc=0.70), tmp_path, "xeon", metrics=("accuracy",))
+    assert [(r.baseline, r.current) for r in regs] == [(0.73, 0.70)]
+
+
+def test_schema_1_baseline_accuracy_counts_as_its_machines(tmp_path):
+    row = {"model": "minilm-l6", "mode": "drq", "seq": "128", "accuracy": 0.8, "size_bytes": 1_000_000,
+           "inferences_per_s": 10.0, "method": "measured", "machine_id": "old-box"}
+    baseline_path(tmp_path, "pi4").write_text(json.dumps({"schema": 1, "device": "pi4", "rows": [row]}))
+    assert compare_baseline(_one(acc=0.8), tmp_path, "old-box", metrics=("accuracy",))[0] == []
+    regs, _ = compare_baseline(_one(acc=0.8), tmp_path, "new-box", metrics=("accuracy",))
+    assert [r.metric for r in regs] == ["accuracy"]
 
 
 def test_corrupt_baseline_names_file(tmp_path):

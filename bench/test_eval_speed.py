@@ -1,0 +1,45 @@
+"""Evaluation throughput: tweets per second that `edgemodels evaluate` gets through on this machine, per artifact.
+
+A record, not a gate (the rate moves with whatever else shares the cores). Method: `evaluate.evaluate` with
+its default plan (one interpreter per core for compact models, one multi-threaded interpreter for large ones;
+see evaluate.plan) on the evaluation split (a seeded sample of at most SAMPLE tweets), timed end to end by
+pytest-benchmark (pedantic, one round: tokenizing, process start-up, model loads, inference). The figure is
+the host's: it is recorded where evaluation runs (the desktop run, or on the device itself), not again for
+each emulated Pi. Artifacts never evaluated for accuracy (random init) are not timed either."""
+
+import pytest
+
+from edgemodels import evaluate
+
+pytestmark = pytest.mark.throughput
+
+SAMPLE = 1000
+"""Most tweets per timing: the whole CI-scale split (600, so the plan is the accuracy run's), a sample of a larger
+one; enough that process start-up (about 1 s) is a minor part of the figure."""
+
+
+def test_evaluation_throughput(bench, case, benchmark):
+    if bench.target is not None:  # --remote: evaluation (tokenizer, TensorFlow-free or not) runs on this host
+        pytest.skip(f"evaluation runs on this host, not on the --remote {bench.device}: not timed as a device figure")
+    if not bench.placement.on_device:
+        pytest.skip(f"evaluation runs on the host, not the emulated {bench.device}: its throughput is recorded "
+                    "by the desktop run")
+    art = bench.artifact(case)
+    if not art.manifest.get("trained"):
+        pytest.skip(f"{case.model} is a random init: never evaluated for accuracy, so evaluation is not timed")
+    ds = bench.eval_set.sample(min(SAMPLE, len(bench.eval_set.examples)))
+    rt = bench.host_runtime[0]
+    result = benchmark.pedantic(
+        evaluate.evaluate, args=(art.tflite, ds),
+        kwargs=dict(tokenizer_dir=art.tokenizer_dir, max_length=art.manifest["max_length"],
+                    pad=art.manifest["pad_id"], runtime_name=rt, quiet=True),
+        rounds=1, iterations=1)
+    seconds = benchmark.stats.stats.mean
+    benchmark.extra_info.update(
+        tweets_per_s=result.n / seconds, n=result.n, seq=case.seq_label, workers=result.workers,
+        threads=result.threads, cores=evaluate.cores(), runtime=f"{result.runtime} {result.runtime_version}",
+        method=(f"measured on the host: evaluate() end to end, {result.workers} process(es) x {result.threads} "
+                f"thread(s), {result.n} tweets of the evaluation split, batch 1"))
+    bench.row(case).notes.append(f"evaluate: {result.n / seconds:.0f} tweets/s measured ({result.workers} "
+                                 f"process(es) x {result.threads} thread(s), {result.n} tweets, end to end)")
+    assert result.n == len(ds.examples)

@@ -563,11 +563,12 @@ class BenchSession:
             used = feeds if infer else feeds[:0]
             key = cache.Key("emulated", f"{self.device}-{case.id}", {
                 "artifact": art.manifest["key"]["digest"], "target": asdict(target),
-                "feeds": feeds_digest(used), "code": code_identity(*EMULATION_CODE)})
+                "feeds": feeds_digest(used), "code": code_identity(*EMULATION_CODE),
+                "threads": EMULATED_THREADS})
 
             def compute() -> dict:
                 rootfs = emulation.ensure_rootfs(target, self.cache.root)
-                run = emulation.run_model(target, rootfs, art.tflite, used, num_threads=min(2, target.cores))
+                run = emulation.run_model(target, rootfs, art.tflite, used, num_threads=EMULATED_THREADS)
                 return {"loads": run.loads, "error": run.error, "runtime_version": run.runtime_version,
                         "arch": run.arch, "outputs": None if run.outputs is None else run.outputs.tolist()}
 
@@ -621,6 +622,13 @@ class BenchSession:
 
 ACCURACY_CODE = ("evaluate", "runtime", "convert", "models", "data", "quiet", "progress")
 """Modules whose code decides an accuracy figure: interpreter binding, feeds, tokenizing, the evaluation split."""
+
+EMULATED_THREADS = 1
+"""Interpreter threads under QEMU. Measured 2026-11-25 (AMD EPYC host, qemu-aarch64 cortex-a72, ai-edge-litert
+2.3.0 aarch64, MiniLM-L6 int8, the same 4 tweets): at 2 threads the logits changed from run to run (max
+|diff| vs x86 up to 1.16), at 1 thread they equalled x86's exactly, run after run. Whether a real Pi 4 shows
+the same is unknown (measure it with --remote); a numerics check must be reproducible, and emulation is never
+timed, so it runs one thread."""
 
 EMULATION_CODE = ("emulation", "arm_worker", "runtime", "quiet")
 """Modules whose code decides an emulated run's verdict and outputs (the feeds are keyed by their content)."""

@@ -437,6 +437,13 @@ class ArtifactCache:
 
     def listing(self) -> list[Listed]:
         """Every directory in the cache's kind folders, judged without hashing (fast on a 12 GB cache)."""
+        try:
+            return self._listing()
+        except OSError as exc:  # an unreadable folder (another user's, /proc): a one-line error, not a traceback
+            raise CacheError(f"{exc.filename or self.root}: cannot read it ({exc.strerror or exc}); is --cache / "
+                             f"${CACHE_ENV} the edgemodels cache you meant?") from None
+
+    def _listing(self) -> list[Listed]:
         out: list[Listed] = []
         if not self.root.is_dir():
             return out
@@ -477,6 +484,14 @@ class ArtifactCache:
             return True
         return any(e.state in ("complete", "corrupt") for e in self.listing())
 
+    def require_cache(self, action: str) -> None:
+        """CacheError unless the root is an edgemodels cache: `clear` must not delete, `verify` must not bless,
+        a folder that is something else."""
+        if not self.is_cache():
+            raise CacheError(
+                f"{self.root}: not an edgemodels cache (no {ROOT_MARKER} and no cache entries in it); refusing "
+                f"to {action} it: check --cache / ${CACHE_ENV}")
+
     def clear(self) -> Cleared:
         """Remove every entry that carries our marker, and killed builds' leftovers, each under its lock.
 
@@ -486,10 +501,7 @@ class ArtifactCache:
         result = Cleared()
         if not self.root.exists():
             return result
-        if not self.is_cache():
-            raise CacheError(
-                f"{self.root}: not an edgemodels cache (no {ROOT_MARKER} and no cache entries in it); refusing "
-                f"to clear it: check --cache / ${CACHE_ENV}")
+        self.require_cache("clear")
         for e in self.listing():
             if e.state == "unrecognised":
                 result.kept.append(e.path)

@@ -222,6 +222,8 @@ def cmd_cache(args) -> int:
     if args.action == "clear":
         return _cache_clear(args, store)
     if args.action == "verify":
+        if store.root.exists():
+            store.require_cache("verify")
         rows = []
         for e in store.listing():
             if e.state == "corrupt" or (e.state == "complete" and e.manifest is not None):  # arm/weights: no hashes

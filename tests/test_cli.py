@@ -308,6 +308,15 @@ def test_cache_commands_refuse_a_file_and_a_foreign_directory(tmp_path):
     (scratch / "projects" / "thesis").mkdir(parents=True)
     _assert_user_error(["cache", "clear", "--yes", "--cache", str(scratch)], f"{scratch}: not an edgemodels cache")
     assert (scratch / "projects" / "thesis").is_dir()
+    # verify must not report "verified 0 entries" (exit 0) for a folder that is something else
+    _assert_user_error(["cache", "verify", "--cache", str(scratch)], f"{scratch}: not an edgemodels cache")
+
+
+@pytest.mark.skipif(not Path("/proc/1").is_dir(), reason="needs Linux /proc")
+def test_cache_ls_of_an_unreadable_tree_is_one_line_not_a_traceback():
+    """Why: an unreadable folder (another user's cache, a mistyped path like /proc) gave a PermissionError trace."""
+    rc, _, err = _run(["cache", "ls", "--cache", "/proc"])
+    assert rc == 2 and err.startswith("edgemodels: error:") and "Traceback" not in err, err
 
 
 def test_cache_ls_shows_leftovers_clear_removes_them_and_verify_hashes(tmp_path):

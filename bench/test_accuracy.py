@@ -11,7 +11,7 @@ a model with no pretrained source reachable skips (edgemodels.models.random_init
 
 import pytest
 
-from edgemodels import data, models, suite
+from edgemodels import models, suite
 
 pytestmark = pytest.mark.accuracy
 
@@ -81,7 +81,7 @@ def test_accuracy_floor(bench, case):
     acc = bench.accuracy(case)
     row = bench.row(case)
     row.accuracy, row.macro_f1 = acc.accuracy, acc.macro_f1
-    kind = data.parse_spec(bench.data_spec).kind
+    kind = bench.data_kind
     try:
         floor, why = floor_for(kind, bench.scale.name, case.model, case.quant, acc.majority_accuracy)
     except ValueError as exc:
@@ -105,7 +105,7 @@ def test_drop_vs_fp32(bench, case):
     drop = 100 * (bench.accuracy(ref_case).accuracy - bench.accuracy(case).accuracy)
     bench.row(case).accuracy_delta_vs_fp32_pts = -drop  # the report's sign: negative = loss
     tol = suite.MODE_DROP_TOLERANCE_PTS[case.quant]
-    known = KNOWN_MODE_LOSSES.get((data.parse_spec(bench.data_spec).kind, bench.scale.name, case.model, case.quant))
+    known = KNOWN_MODE_LOSSES.get((bench.data_kind, bench.scale.name, case.model, case.quant))
     if known:
         if drop <= tol:
             pytest.fail(f"{case.id} is now within {tol} points ({drop:.2f}): remove it from KNOWN_MODE_LOSSES")
@@ -142,7 +142,7 @@ def test_compact_vs_large(bench, large, compact):
     a_big, a_small = bench.accuracy(big), bench.accuracy(small)
     drop = 100 * (a_big.accuracy - a_small.accuracy)
     bench.report.add_claim(bench.claim_accuracy(large, compact, a_big, a_small, drop))
-    known = KNOWN_CLAIM_MISSES.get((data.parse_spec(bench.data_spec).kind, bench.scale.name, large, compact))
+    known = KNOWN_CLAIM_MISSES.get((bench.data_kind, bench.scale.name, large, compact))
     if known:
         if drop <= suite.PAPER_DROP_PTS:
             pytest.fail(f"the paper's claim now holds ({drop:.2f} points): remove {large}/{compact} from "

@@ -9,7 +9,7 @@ each emulated Pi. Artifacts never evaluated for accuracy (random init) are not t
 
 import pytest
 
-from edgemodels import evaluate
+from edgemodels import evaluate, runtime
 
 pytestmark = pytest.mark.throughput
 
@@ -22,24 +22,34 @@ def test_evaluation_throughput(bench, case, benchmark):
     if bench.target is not None:  # --remote: evaluation (tokenizer, TensorFlow-free or not) runs on this host
         pytest.skip(f"evaluation runs on this host, not on the --remote {bench.device}: not timed as a device figure")
     if not bench.placement.on_device:
-        pytest.skip(f"evaluation runs on the host, not the emulated {bench.device}: its throughput is recorded "
-                    "by the desktop run")
+        pytest.skip(f"evaluation runs on the host, not the {bench.device}: its throughput is recorded by the "
+                    "desktop run (or on the device itself)")
     art = bench.artifact(case)
     if not art.manifest.get("trained"):
         pytest.skip(f"{case.model} is a random init: never evaluated for accuracy, so evaluation is not timed")
-    ds = bench.eval_set.sample(min(SAMPLE, len(bench.eval_set.examples)))
     rt = bench.host_runtime[0]
-    result = benchmark.pedantic(
-        evaluate.evaluate, args=(art.tflite, ds),
-        kwargs=dict(tokenizer_dir=art.tokenizer_dir, max_length=art.manifest["max_length"],
-                    pad=art.manifest["pad_id"], runtime_name=rt, quiet=True),
-        rounds=1, iterations=1)
+    if bench.exported is not None:  # --artifacts: the exported token ids (tokenized at export), the whole split
+        bench.too_big_for_device(case, art, "evaluation")
+        expected_n, source = bench.exported.n_eval, "pre-tokenized tweets of the exported evaluation split"
+        try:
+            result = benchmark.pedantic(bench.exported.accuracy, args=(case.id,), kwargs=dict(runtime_name=rt),
+                                        rounds=1, iterations=1)
+        except runtime.ModelLoadError as exc:  # e.g. drq on a Pi 3's tflite-runtime 2.14
+            bench.runtime_refused(case, rt, exc)
+    else:
+        ds = bench.eval_set.sample(min(SAMPLE, len(bench.eval_set.examples)))
+        expected_n, source = len(ds.examples), "tweets of the evaluation split"
+        result = benchmark.pedantic(
+            evaluate.evaluate, args=(art.tflite, ds),
+            kwargs=dict(tokenizer_dir=art.tokenizer_dir, max_length=art.manifest["max_length"],
+                        pad=art.manifest["pad_id"], runtime_name=rt, quiet=True),
+            rounds=1, iterations=1)
     seconds = benchmark.stats.stats.mean
     benchmark.extra_info.update(
         tweets_per_s=result.n / seconds, n=result.n, seq=case.seq_label, workers=result.workers,
         threads=result.threads, cores=evaluate.cores(), runtime=f"{result.runtime} {result.runtime_version}",
-        method=(f"measured on the host: evaluate() end to end, {result.workers} process(es) x {result.threads} "
-                f"thread(s), {result.n} tweets of the evaluation split, batch 1"))
+        method=(f"{bench._here_label()}: evaluate() end to end, {result.workers} process(es) x {result.threads} "
+                f"thread(s), {result.n} {source}, batch 1"))
     bench.row(case).notes.append(f"evaluate: {result.n / seconds:.0f} tweets/s measured ({result.workers} "
                                  f"process(es) x {result.threads} thread(s), {result.n} tweets, end to end)")
-    assert result.n == len(ds.examples)
+    assert result.n == expected_n

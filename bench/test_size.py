@@ -1,13 +1,13 @@
-"""Artifact sizes: each mode's compression against its own fp32 file, and the paper's ~160x read three ways."""
+"""Artifact sizes: each mode's compression against its own fp32 file, and the paper's ~160x read several ways."""
 
 import pytest
 
-from edgemodels import suite
+from edgemodels import modes, report, suite
 
 pytestmark = pytest.mark.size
 
-# fp32 FlatBuffer ~= 4 bytes per parameter; fp16 ~= 2. A file far off means conversion lost or duplicated weights.
-BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0}
+# A file far off (params x the mode's bytes per parameter, edgemodels.modes) means conversion lost or duplicated
+# weights.
 PARAM_SIZE_TOLERANCE = 0.05
 
 
@@ -17,8 +17,9 @@ def test_artifact_size(bench, case):
     ref = bench.reference_fp32()
     if ref is not None:
         bench.row(case).ratio = ref.size_bytes / art.size_bytes
-    if case.quant in BYTES_PER_PARAM:
-        expected = art.manifest["params"] * BYTES_PER_PARAM[case.quant]
+    per_param = modes.get(case.quant).bytes_per_param
+    if per_param is not None:
+        expected = art.manifest["params"] * per_param
         assert abs(art.size_bytes - expected) / expected <= PARAM_SIZE_TOLERANCE, (
             f"{case.id}: {art.size_bytes:,} bytes for {art.manifest['params']:,} params; expected ~{expected:,.0f}"
         )
@@ -35,3 +36,57 @@ def test_artifact_size(bench, case):
 def test_named_ratio(bench, ratio):
     value, detail = bench.named_ratio(ratio)
     assert value >= ratio.floor, f"{ratio.name} ratio {value:.1f}x < floor {ratio.floor}x ({detail})"
+
+
+# (data kind, scale) -> what was measured where the strict 160x is not reached (strict xfail quoting it; the run
+# turns red when it is reached, to update this table).
+KNOWN_STRICT_MISSES: dict[tuple[str, str], str] = {
+    # None known. Measured 2026-12-01 (scale ci, builtin, desktop): minilm-l6 pruned-w4 6,888,928 bytes, 194.2x,
+    # 77.5 % against mpnet-base fp32's 68.7-73.0 % (the claims table says why that comparison cannot test the claim).
+    # At the frequency floor 1 it was 8,395,088 bytes, 159.4x: edgemodels.modes.PRUNE_MIN_COUNT says why 5.
+}
+
+
+@pytest.mark.paper
+def test_strict_ratio(bench):
+    """Issue 12: a deployable compact artifact >= 160x smaller than BERT-Large fp32 .tflite (strict: bytes over
+    bytes), whose accuracy is within 4.1 points of the large reference model's fp32, trained with the same budget."""
+    large_case = bench.case("bert-large", "fp32")
+    if large_case is None:
+        pytest.skip("needs bert-large fp32 in this run's matrix (the ratio's numerator)")
+    large_bytes = bench.artifact(large_case).size_bytes
+    refs = [c for c in (bench.case(big, "fp32") for big, _ in suite.PAIRS) if c is not None
+            and bench.artifact(c).manifest.get("trained")]
+    if not refs:
+        pytest.skip("needs a trained large reference fp32 (bert-large or mpnet-base) for the accuracy condition")
+    ref = refs[0]
+    ref_acc = bench.accuracy(ref)
+    best = None  # (ratio, case, accuracy, drop) of the smallest eligible artifact
+    for c in bench.cases():
+        if not c.candidate or not bench.artifact(c).manifest.get("trained"):
+            continue
+        acc = bench.accuracy(c)
+        drop = 100 * (ref_acc.accuracy - acc.accuracy)
+        ratio = large_bytes / bench.artifact(c).size_bytes
+        if drop <= suite.PAPER_DROP_PTS and (best is None or ratio > best[0]):
+            best = (ratio, c, acc, drop)
+    if best is None:
+        pytest.skip(f"no trained deployable compact artifact within {suite.PAPER_DROP_PTS} points of {ref.id}")
+    ratio, case, acc, drop = best
+    size = bench.artifact(case).size_bytes
+    budget = int(large_bytes / suite.STRICT_RATIO)
+    bench.report.add_claim(report.Claim(
+        claim="deployable model >= 160x smaller than deployable BERT-Large, within 4.1 points", paper="160x, Δ -4.1 pt",
+        ours=f"{ratio:.1f}x: {case.id} {size:,} bytes (budget {budget:,}), accuracy {acc.accuracy:.4f} vs {ref.id} "
+             f"{ref_acc.accuracy:.4f} (Δ {-drop:+.2f} pt, n={acc.n})",
+        definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
+                   "of the large reference's fp32 accuracy; it must also load on the device (test_compat)",
+        holds=ratio >= suite.STRICT_RATIO, caveat=bench.claim_caveat(ref.model, ref_acc, acc)))
+    known = KNOWN_STRICT_MISSES.get((bench.data_kind, bench.scale.name))
+    if known:
+        if ratio >= suite.STRICT_RATIO:
+            pytest.fail(f"the strict 160x now holds ({ratio:.1f}x, {case.id}): remove it from KNOWN_STRICT_MISSES")
+        pytest.xfail(f"known miss ({known}); this run: {ratio:.1f}x, {case.id} {size:,} bytes")
+    assert ratio >= suite.STRICT_RATIO, (
+        f"best deployable artifact within {suite.PAPER_DROP_PTS} pt is {case.id} at {ratio:.1f}x ({size:,} bytes; "
+        f"budget {budget:,} = {large_bytes:,} / {suite.STRICT_RATIO:g})")

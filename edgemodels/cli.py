@@ -104,13 +104,13 @@ def _seq_length(value: str) -> int:
     return _number(value, int, "an integer >= 2", lambda n: n >= 2)
 
 
-def max_positions(model: str) -> int:
-    """How many token positions `model` can embed: the most --seq/--max-length may ask for."""
-    from edgemodels.models import get
+def max_positions(model: str) -> int | None:
+    """How many token positions `model` can embed: the most --seq/--max-length may ask for (None: not known
+    before its config is fetched, e.g. an hf: source). 512 is MobileBertConfig's default; RoBERTa-style
+    positions (MPNet) start after padding_idx (1), hence 2 fewer."""
+    from edgemodels import sources
 
-    spec = get(model)
-    n = int(dict(spec.config).get("max_position_embeddings", 512))  # 512: MobileBertConfig's default
-    return n - 2 if spec.model_type == "mpnet" else n  # RoBERTa-style positions start after padding_idx (1)
+    return sources.max_positions(sources.parse(model))
 
 
 class OptionError(EdgeModelsError):
@@ -121,12 +121,12 @@ def check_options(args) -> None:
     """Checks argparse cannot make alone: against the model's positions and the data spec (parse time)."""
     from edgemodels import data
 
-    if getattr(args, "data", None) is not None and args.command in ("build", "evaluate", "data"):
+    if getattr(args, "data", None) is not None and args.command in ("build", "evaluate", "data", "export"):
         data.parse_spec(args.data)  # DataError naming the spec: even where the model would never read it
     if args.command == "build":
-        limit = max_positions(args.model)
+        limit = max_positions(args.model)  # also parses --model: a bad spec is a one-line error here
         for flag, value in (("--seq", args.seq), ("--max-length", args.max_length)):
-            if value is not None and value > limit:
+            if limit is not None and value is not None and value > limit:
                 raise OptionError(f"{flag} {value}: {args.model} has {limit} token positions; use {flag} {limit} "
                                   "or less" + (" (or --seq dynamic)" if flag == "--seq" else ""))
 
@@ -173,6 +173,7 @@ def cmd_build(args) -> int:
         f"{art.tflite}",
         f"  {args.model} {args.quant} seq={req.seq_label}: {art.size_bytes / 1e6:.2f} MB"
         f" ({'cache hit' if art.cache_hit else 'built'})",
+        f"  classes: {', '.join(art.labels)}",
         f"  pretrained: {out['pretrained']} (weights: {out.get('weights_source')})",
         "  validation accuracy (TF, during training): "
         + (f"{va:.4f} (majority class {out.get('majority_accuracy', float('nan')):.4f})" if va is not None
@@ -188,23 +189,31 @@ def _positive_int(value: str) -> int:
 
 def cmd_evaluate(args) -> int:
     _quiet_tf(args, start_tf=False)  # a TFLite runtime only; its own start-up line is handled in runtime.load
-    from edgemodels import data, evaluate, pipeline
+    from edgemodels import data, evaluate, models, pipeline, sources
 
-    tflite = Path(args.tflite)
+    tflite = Path(args.tflite.removeprefix("tflite:"))
     if not tflite.is_file():
         raise FileNotFoundError(f"{tflite}: no such file; pass a .tflite built by `edgemodels build` (its path is "
                                 "in the build's JSON as \"tflite\")")
+    labels = sources.parse_labels(args.labels) if args.labels else None
     if args.tokenizer:
         tok_dir, max_length, pad = Path(args.tokenizer), args.max_length, args.pad_id
-    else:
+        labels = labels or sources.manifest_labels(tflite)
+    elif (tflite.parent / "manifest.json").is_file() or not (tflite.parent / pipeline.TOKENIZER_DIR).is_dir():
         mf = pipeline.manifest_for(tflite)
         tok_dir, max_length, pad = tflite.parent / pipeline.TOKENIZER_DIR, mf["max_length"], mf["pad_id"]
+        labels = labels or sources.manifest_labels(tflite)
+    else:  # a foreign .tflite with its tokenizer/ beside it: pad from the tokenizer, length from the model
+        src = sources.parse(f"tflite:{tflite}", labels=args.labels)
+        tok_dir, max_length = src.tokenizer, args.max_length
+        pad = args.pad_id or models.pad_id(models.load_tokenizer(src.tokenizer))
+        labels = src.labels
     ds = data.load(args.data, args.split, seed=args.seed, val_fraction=args.val_fraction)
     if args.limit and len(ds.examples) > args.limit:
         ds = ds.sample(args.limit, seed=args.seed)
     acc = evaluate.evaluate(tflite, ds, tokenizer_dir=tok_dir, max_length=max_length, pad=pad,
                             runtime_name=args.runtime, threads=args.threads, workers=args.workers,
-                            quiet=args.json)
+                            quiet=args.json, labels=labels)
     out = {**acc.as_dict(), "tflite": str(tflite), "data": args.data, "split": args.split}
     human = (f"{tflite}: accuracy {acc.accuracy:.4f}, macro-F1 {acc.macro_f1:.4f} on {acc.n} "
              f"{args.split} examples (majority class {acc.majority_accuracy:.4f}); "
@@ -358,6 +367,26 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Build what `pytest bench/ --device=D --artifacts DIR` needs on the device and write it to DIR (atomic)."""
+    from edgemodels import cache, export
+
+    req = export.ExportRequest(device=args.device, scale=args.scale, data=args.data,
+                               models=tuple(_csv_list(args.models)), modes=tuple(_csv_list(args.modes)),
+                               max_examples=args.max_examples)
+    exp = export.export(req, args.dir, cache.ArtifactCache(args.cache), log=lambda m: print(m, file=sys.stderr))
+    out = {**exp.summary(), "files": len(exp.index["files"]),
+           "bytes": sum(p.stat().st_size for p in exp.root.rglob("*") if p.is_file())}
+    _emit(args, out, f"exported {len(out['cases'])} case(s) for --device={args.device} --scale={args.scale} to "
+                     f"{exp.root} ({out['bytes'] / 2**20:.1f} MiB, {out['files']} files with sha256); on the device: "
+                     f"pytest bench/ --device={args.device} --scale={args.scale} --artifacts {exp.root.name}")
+    return 0
+
+
+def _csv_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
 def _positive(value: str) -> int:
     try:
         n = int(value)
@@ -411,7 +440,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data_stats)
 
     b = sub.add_parser("build", parents=[common, split], help="fine-tune, convert and quantize (cached)")
-    b.add_argument("--model", required=True, choices=list(REGISTRY))
+    b.add_argument("--model", required=True, metavar="MODEL",
+                   help=f"a registered name ({', '.join(REGISTRY)}), dir:PATH (a Hugging Face format directory), "
+                        "or hf:ORG/NAME (the hub or its cache)")
     b.add_argument("--quant", required=True, choices=list(MODES))
     b.add_argument("--seq", type=_seq, default=128, help="sequence length, or 'dynamic' (default 128)")
     b.add_argument("--scale", default="ci", choices=("ci", "paper"), help="training budget preset (default ci)")
@@ -435,6 +466,8 @@ def parser() -> argparse.ArgumentParser:
                         "1 with every core as a thread for models over 200 MB)")
     e.add_argument("--limit", type=_positive_int, help="evaluate a seeded stratified sample of this many")
     e.add_argument("--tokenizer", help="tokenizer dir, for a .tflite not built by edgemodels")
+    e.add_argument("--labels", metavar="A,B,...",
+                   help="the model's class names in the order of its outputs (default: from its manifest)")
     e.add_argument("--max-length", type=_seq_length, default=128)
     e.add_argument("--pad-id", type=_non_negative_int, default=0)
     e.set_defaults(func=cmd_evaluate)
@@ -461,6 +494,21 @@ def parser() -> argparse.ArgumentParser:
                    help="default: the first installed on the target")
     add_remote_options(m)
     m.set_defaults(func=cmd_measure)
+
+    from edgemodels.devices import NAMES as DEVICES
+    from edgemodels.suite import SUITE_SCALES
+
+    x = sub.add_parser("export", parents=[common],
+                       help="write a device's bench artifacts, pre-tokenized feeds and x86 reference outputs to DIR "
+                            "(then on the device: pytest bench/ --device=D --artifacts DIR)")
+    x.add_argument("--device", required=True, choices=list(DEVICES), help="the device the export is for")
+    x.add_argument("--scale", default="ci", choices=list(SUITE_SCALES), help="the bench matrix (default ci)")
+    x.add_argument("--data", default=None, help="builtin | replab:DIR | csv:FILE (default $EDGEMODELS_DATA or builtin)")
+    x.add_argument("--models", help="comma-separated models to keep from the scale's matrix")
+    x.add_argument("--modes", help="comma-separated quantization modes to keep")
+    x.add_argument("--max-examples", type=_positive, help="override the scale's training budget (as the bench's)")
+    x.add_argument("dir", type=Path, metavar="DIR", help="a new or empty directory, or an earlier export to replace")
+    x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", parents=[common], help="versions, runtimes, weight sources")
     i.add_argument("--offline", action="store_true", help="do not try the hub")

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-MODES: Mapping[str, str] = {
-    "fp32": "no quantization",
-    "drq": "dynamic-range quantization (int8 weights, float activations; the paper's mode). "
-           "TF 2.21 writes per-channel FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load",
-    "drq-compat": "dynamic-range quantization with per-tensor dense weights (FULLY_CONNECTED v9): "
-                  "loads on tflite-runtime 2.14, the last runtime a 32-bit Pi 3 can install",
-    "fp16": "float16 weights (dequantized to fp32 at load on CPU)",
-    "int8": "full-integer quantization with a representative set drawn from the training data "
-            "(float fallback where an op has no int8 kernel)",
-}
+from edgemodels import modes
+
+MODES: Mapping[str, str] = MappingProxyType({name: m.description for name, m in modes.MODES.items()})
+"""Mode name -> one-line description (a view of edgemodels.modes.MODES, the registry)."""
 
 
 class ConversionError(RuntimeError):
@@ -30,9 +25,7 @@ class ConversionError(RuntimeError):
 
 
 def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown quantization mode {mode!r}; valid: {', '.join(MODES)}")
-    return mode
+    return modes.get(mode).name
 
 
 def export_saved_model(model, out_dir: Path, seq: int | None) -> Path:
@@ -62,18 +55,21 @@ def convert(saved_model_dir: Path, mode: str,
             representative: Callable[[], Iterator[Feeds]] | None = None) -> bytes:
     import tensorflow as tf
 
-    check_mode(mode)
+    opts = modes.get(mode).converter
+    if opts is None:
+        raise ConversionError(f"{mode} is made by ai-edge-quantizer from the {modes.get(mode).source} .tflite "
+                              "(edgemodels.quantize), not by the TFLite converter")
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if mode != "fp32":
+    if opts.optimize:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "drq-compat":
+    if opts.per_tensor_dense:
         # Private switch, present since TF 2.9: per-tensor dense weights -> FULLY_CONNECTED v9.
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-    elif mode == "fp16":
+    if opts.float16:
         conv.target_spec.supported_types = [tf.float16]
-    elif mode == "int8":
+    if opts.int8_activations:
         if representative is None:
-            raise ConversionError("int8 needs a representative data set (training examples)")
+            raise ConversionError(f"{mode} needs a representative data set (training examples)")
         conv.representative_dataset = lambda: ({k: np.asarray(v, np.int32) for k, v in f.items()}
                                                for f in representative())
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -1,4 +1,5 @@
-"""Data sets for the 3-class polarity task: built-in finance tweets, RepLab 2013, or a user CSV/TSV.
+"""Labelled text data sets: built-in finance tweets, RepLab 2013 (both 3-class polarity), or a user CSV/TSV
+with any number (>= 2) of classes.
 
 Why this module exists: every later stage (training, evaluation, caching, reports) needs the same
 examples in the same order, an honest account of what was left out, and a content fingerprint to key
@@ -11,8 +12,13 @@ Specs (strings users type, e.g. in ``--data`` or ``$EDGEMODELS_DATA``):
 * ``replab:DIR`` -- the official RepLab 2013 package (DIR contains ``training/`` and maybe ``test/``),
   or DIR pointing straight at a ``training`` or ``test`` folder. Tweet texts are never shipped.
 * ``csv:FILE`` -- a .csv/.tsv with ``text`` and ``label`` columns (optional ``group`` column). Labels
-  are class names; numeric labels are never mapped by position (the built-in set codes 1 = positive,
-  other sets 1 = neutral), so they need an explicit mapping: ``csv:FILE?labels=0:negative,1:neutral,2:positive``.
+  are class names (any names, read lower-cased; at least 2 classes); numeric labels are never mapped by
+  position (the built-in set codes 1 = positive, other sets 1 = neutral), so they need an explicit
+  mapping: ``csv:FILE?labels=0:negative,1:neutral,2:positive``.
+
+Classes: ``builtin`` and ``replab:`` are the 3-class polarity task (`edgemodels.LABELS`); a ``csv:`` file's
+classes are the class names in its rows, sorted (so the order of the classifier's outputs does not depend
+on the order of the rows). Every `Dataset` carries its class names in ``labels``.
 
 Splits: ``train``/``validation`` are a seeded stratified split of the training material (or, with
 ``group_split=True``, whole groups -- RepLab entities -- go to validation); ``test`` is the separate
@@ -48,6 +54,7 @@ __all__ = [
     "Example",
     "default_spec",
     "load",
+    "classes",
     "load_all",
     "parse_spec",
 ]
@@ -60,7 +67,8 @@ KINDS: tuple[str, ...] = ("builtin", "replab", "csv")
 SPEC_FORMS = (
     "'builtin' (shipped finance-tweet set), "
     "'replab:DIR' (RepLab 2013 package root containing training/, or its training/ or test/ folder), "
-    "'csv:FILE' (a .csv or .tsv file with 'text' and 'label' columns; numeric labels need a mapping: "
+    "'csv:FILE' (a .csv or .tsv file with 'text' and 'label' columns holding class names; numeric labels need "
+    "a mapping: "
     "'csv:FILE?labels=0:negative,1:neutral,2:positive')"
 )
 LABEL_MAP_HINT = "csv:FILE?labels=0:negative,1:neutral,2:positive (your file's coding)"
@@ -90,21 +98,28 @@ class Example:
 
 @dataclass(frozen=True)
 class Dataset:
-    """An immutable, ordered set of examples plus what was skipped and a content fingerprint."""
+    """An immutable, ordered set of examples plus what was skipped and a content fingerprint.
+
+    ``labels``: the class names in the order of a classifier's outputs (default: the polarity task's)."""
 
     name: str
     examples: tuple[Example, ...]
     skipped: Mapping[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    labels: tuple[str, ...] = LABELS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "examples", tuple(self.examples))
         object.__setattr__(self, "skipped", MappingProxyType(dict(self.skipped)))
-        bad = next((e for e in self.examples if e.label not in LABELS), None)
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise DataError(f"{self.name}: needs at least 2 distinct classes, got {self.labels}")
+        bad = next((e for e in self.examples if e.label not in self.labels), None)
         if bad is not None:
-            raise DataError(f"{self.name}: example {bad.source} has label {bad.label!r}; expected one of {LABELS}")
+            raise DataError(f"{self.name}: example {bad.source} has label {bad.label!r}; expected one of {self.labels}")
         if not self.fingerprint:
-            object.__setattr__(self, "fingerprint", _fingerprint(self.examples, {"name": self.name}))
+            object.__setattr__(self, "fingerprint", _fingerprint(self.examples, _with_labels({"name": self.name},
+                                                                                              self.labels)))
 
     def __hash__(self) -> int:  # `skipped` is a mapping proxy (unhashable); the fingerprint identifies content
         return hash((self.name, self.fingerprint))
@@ -114,13 +129,13 @@ class Dataset:
 
     def label_counts(self) -> dict[str, int]:
         counts = Counter(e.label for e in self.examples)
-        return {label: counts.get(label, 0) for label in LABELS}
+        return {label: counts.get(label, 0) for label in self.labels}
 
     def texts(self) -> list[str]:
         return [e.text for e in self.examples]
 
     def label_ids(self) -> np.ndarray:
-        return _label_ids(self.examples)
+        return _label_ids(self.examples, self.labels)
 
     def majority_accuracy(self) -> float:
         """Accuracy of always predicting the most frequent class: the floor any model must beat."""
@@ -134,10 +149,11 @@ class Dataset:
             raise DataError(f"{self.name}: sample size must be a positive integer, got {n!r}")
         if n >= len(self.examples):
             return self
-        picked = _stratified_pick(self.label_ids(), int(n), seed)
+        picked = _stratified_pick(self.label_ids(), int(n), seed, len(self.labels))
         examples = tuple(self.examples[i] for i in picked)
         params = {"parent": self.fingerprint, "sample": int(n), "sample_seed": int(seed)}
-        return Dataset(f"{self.name}[sample n={n} seed={seed}]", examples, self.skipped, _fingerprint(examples, params))
+        return Dataset(f"{self.name}[sample n={n} seed={seed}]", examples, self.skipped, _fingerprint(examples, params),
+                       self.labels)
 
 
 @dataclass(frozen=True)
@@ -161,11 +177,10 @@ class DataSpec:
         object.__setattr__(self, "labels", tuple((str(k), str(v)) for k, v in self.labels))
         if self.labels and self.kind != "csv":
             raise DataError(f"data kind {self.kind!r} has its own label coding; a ?labels= mapping is only for csv:")
-        bad = [v for _, v in self.labels if v not in LABELS]
         keys = [k for k, _ in self.labels]
-        if bad or len(set(keys)) != len(keys) or any(not k for k in keys):
+        if any(not v for _, v in self.labels) or len(set(keys)) != len(keys) or any(not k for k in keys):
             raise DataError(f"label mapping {self._labels_text()!r}: each entry is VALUE:CLASS with a distinct VALUE "
-                            f"and CLASS one of {', '.join(LABELS)}; e.g. {LABEL_MAP_HINT}")
+                            f"and a non-empty CLASS name; e.g. {LABEL_MAP_HINT}")
 
     def _labels_text(self) -> str:
         return ",".join(f"{k}:{v}" for k, v in self.labels)
@@ -183,7 +198,7 @@ class DataSpec:
             return {k: v for k, v in _REPLAB_POLARITY.items()}
         if self.labels:
             return dict(self.labels)
-        return {name: name for name in LABELS}
+        return {}  # class names are read as themselves
 
     @property
     def label_rule(self) -> str:
@@ -195,8 +210,8 @@ class DataSpec:
         if self.labels:
             return ("explicit mapping from the spec: " + ", ".join(f"{k} -> {v}" for k, v in self.labels)
                     + "; class names are read as themselves")
-        return ("class names (any case); numeric labels are not mapped by position and need "
-                f"an explicit mapping: {LABEL_MAP_HINT}")
+        return ("class names (any names, any case; the classes are those in the file, sorted); numeric labels are "
+                f"not mapped by position and need an explicit mapping: {LABEL_MAP_HINT}")
 
     @property
     def evaluation_split(self) -> str:
@@ -291,6 +306,11 @@ def load_all(
     return {split: loader.get(split) for split in data_spec.available_splits}
 
 
+def classes(spec: str | DataSpec) -> tuple[str, ...]:
+    """The class names of a data set, in the order of a classifier's outputs (reads a csv: file once)."""
+    return _Loader(parse_spec(spec), 0, 0.1, False).classes()
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading and splitting
 
@@ -321,12 +341,15 @@ class _Loader:
         if split not in (*SPLITS, "all"):
             raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}, all")
         name = f"{self.spec}:{split}"
+        labels = self.classes()
         if split == "all":  # the whole training material, before the train/validation split
             pool = self._source("pool")
-            return Dataset(name, pool.examples, pool.skipped, _fingerprint(pool.examples, {"split": "all"}))
+            return Dataset(name, pool.examples, pool.skipped,
+                           _fingerprint(pool.examples, _with_labels({"split": "all"}, labels)), labels)
         if split == "test":
             parsed = self._source("test")
-            return Dataset(name, parsed.examples, parsed.skipped, _fingerprint(parsed.examples, {"split": "test"}))
+            return Dataset(name, parsed.examples, parsed.skipped,
+                           _fingerprint(parsed.examples, _with_labels({"split": "test"}, labels)), labels)
         pool = self._source("pool")
         train_idx, val_idx = self._split_indices(pool)
         picked = train_idx if split == "train" else val_idx
@@ -337,7 +360,18 @@ class _Loader:
             "val_fraction": self.val_fraction,
             "group_split": self.group_split,
         }
-        return Dataset(name, examples, pool.skipped, _fingerprint(examples, params))
+        return Dataset(name, examples, pool.skipped, _fingerprint(examples, _with_labels(params, labels)), labels)
+
+    def classes(self) -> tuple[str, ...]:
+        """The class names: the polarity task for builtin/replab; a csv: file's own, sorted (>= 2)."""
+        if self.spec.kind != "csv":
+            return LABELS
+        pool = self._source("pool")
+        found = tuple(sorted({e.label for e in pool.examples}))
+        if len(found) < 2:
+            raise DataError(f"{pool.where}: needs at least 2 classes in its 'label' column, found only "
+                            f"{', '.join(map(repr, found))}; a classifier needs examples of every class it predicts")
+        return found
 
     def _source(self, which: str) -> _Parsed:
         if which not in self._parsed:
@@ -390,9 +424,10 @@ class _Loader:
             if self.group_split:
                 val = _group_pick([e.group for e in pool.examples], self.val_fraction, self.seed, pool.where)
             else:
-                labels = _label_ids(pool.examples)
+                classes = self.classes()
+                labels = _label_ids(pool.examples, classes)
                 n_val = min(max(int(round(n * self.val_fraction)), 1), n - 1)
-                val = _stratified_pick(labels, n_val, self.seed)
+                val = _stratified_pick(labels, n_val, self.seed, len(classes))
             mask = np.zeros(n, dtype=bool)
             mask[val] = True
             self._split = (np.flatnonzero(~mask), np.flatnonzero(mask))
@@ -410,8 +445,8 @@ def _require_nonempty(parsed: _Parsed) -> _Parsed:
     return parsed
 
 
-def _label_ids(examples: Sequence[Example]) -> np.ndarray:
-    index = {label: i for i, label in enumerate(LABELS)}
+def _label_ids(examples: Sequence[Example], labels: Sequence[str] = LABELS) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
     return np.fromiter((index[e.label] for e in examples), dtype=np.int64, count=len(examples))
 
 
@@ -435,11 +470,11 @@ def _allocate(counts: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(quota, counts)
 
 
-def _stratified_pick(label_ids: np.ndarray, n: int, seed: int) -> np.ndarray:
+def _stratified_pick(label_ids: np.ndarray, n: int, seed: int, n_classes: int = len(LABELS)) -> np.ndarray:
     """Indices of a seeded stratified subset of size n, sorted (deterministic for a given seed)."""
     rng = np.random.default_rng(seed)
-    quota = _allocate(np.bincount(label_ids, minlength=len(LABELS)), n)
-    chosen = [rng.permutation(np.flatnonzero(label_ids == k))[: quota[k]] for k in range(len(LABELS))]
+    quota = _allocate(np.bincount(label_ids, minlength=n_classes), n)
+    chosen = [rng.permutation(np.flatnonzero(label_ids == k))[: quota[k]] for k in range(n_classes)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -465,6 +500,12 @@ def _group_pick(groups: Sequence[str], val_fraction: float, seed: int, where: st
         chosen.add(name)
         total += sizes[name]
     return np.flatnonzero(np.fromiter((g in chosen for g in groups), dtype=bool, count=len(groups)))
+
+
+def _with_labels(params: dict[str, object], labels: Sequence[str]) -> dict[str, object]:
+    """`params` plus the class names where they are not the polarity task's: fingerprints (and so the cache
+    keys) of every 3-class data set stay what they were before other class sets existed."""
+    return params if tuple(labels) == LABELS else {**params, "labels": list(labels)}
 
 
 def _fingerprint(examples: Sequence[Example], params: Mapping[str, object]) -> str:
@@ -594,9 +635,11 @@ def _builtin_label(value: str) -> str | None:
 
 
 def _user_label(value: str) -> str | None:
-    """A class name (any case); numbers are never mapped by position (see LABEL_MAP_HINT)."""
+    """A class name (any name, read lower-cased); numbers are never mapped by position (see LABEL_MAP_HINT)."""
     v = value.strip()
-    return v.lower() if v.lower() in LABELS else None
+    if not v or v.lstrip("+-").replace(".", "", 1).isdigit():
+        return None
+    return v.lower()
 
 
 def _mapped_label(mapping: Mapping[str, str]) -> Callable[[str], str | None]:
@@ -605,7 +648,7 @@ def _mapped_label(mapping: Mapping[str, str]) -> Callable[[str], str | None]:
         return mapping.get(value.strip()) or _user_label(value)
 
     to_label.accepted = (", ".join(f"{k} ({v})" for k, v in mapping.items())  # type: ignore[attr-defined]
-                         + f", or {', '.join(LABELS)} (any case)")
+                         + ", or class names (any non-numeric name)")
     return to_label
 
 
@@ -624,7 +667,8 @@ def _read_labelled_table(
             if to_label is _builtin_label:
                 accepted = "0 (Bearish), 1 (Bullish), 2 (Neutral)"
             elif to_label is _user_label:
-                accepted = f"{', '.join(LABELS)} (any case), or the values of an explicit mapping: {LABEL_MAP_HINT}"
+                accepted = (f"class names (any non-empty, non-numeric name, e.g. {', '.join(LABELS)}), or the values "
+                            f"of an explicit mapping: {LABEL_MAP_HINT}")
                 if raw.lstrip("+-").isdigit():
                     accepted += "; numeric labels are never mapped by position (codings differ between data sets)"
             else:

@@ -41,6 +41,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from edgemodels.errors import EdgeModelsError
+
 GiB = 1024**3
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
@@ -260,14 +262,37 @@ NAMES: tuple[str, ...] = (*_PROFILES, "native")
 """Every name get() and place() accept."""
 
 
-def get(name: str) -> DeviceProfile:
-    """The profile called `name`; "native" is this host measured as itself."""
+def get(name: str, extra: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
+    """The profile called `name`; "native" is this host measured as itself; `extra`: profiles a conftest.py
+    added (hookspec.pytest_edgemodels_add_devices)."""
     if name == "native":
         return native_profile()
+    if extra and name in extra:
+        return extra[name]
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown device {name!r}; valid devices: {', '.join(NAMES)}") from None
+        valid = (*NAMES, *(extra or ()))
+        raise ValueError(f"unknown device {name!r}; valid devices: {', '.join(valid)}") from None
+
+
+class DeviceProfileError(EdgeModelsError, ValueError):
+    """A device profile added by a conftest.py hook that cannot be used (wrong type, clashing name)."""
+
+
+def merge_extra(answers) -> Mapping[str, DeviceProfile]:
+    """The profiles from every `pytest_edgemodels_add_devices` implementation (a list of lists), by name, checked."""
+    out: dict[str, DeviceProfile] = {}
+    for answer in answers or ():
+        for profile in answer or ():
+            if not isinstance(profile, DeviceProfile):
+                raise DeviceProfileError(f"pytest_edgemodels_add_devices returned {profile!r}; return "
+                                         "edgemodels.devices.DeviceProfile objects")
+            if profile.name in NAMES or profile.name in out:
+                raise DeviceProfileError(f"pytest_edgemodels_add_devices: a device named {profile.name!r} exists "
+                                         "already; give the profile another name")
+            out[profile.name] = profile
+    return MappingProxyType(out)
 
 
 _MODEL_RE = re.compile(r"^Raspberry Pi ([345]) Model B\b")
@@ -293,14 +318,20 @@ class Placement:
     method: str  # "measured" | "projected"
 
 
-def place(name: str, model_path: Path | str = DEVICE_TREE_MODEL) -> Placement:
+def place(name: str, model_path: Path | str = DEVICE_TREE_MODEL,
+          extra: Mapping[str, DeviceProfile] | None = None) -> Placement:
     """Decide whether a run for device `name` is a measurement on it or a projection from this host.
 
-    Measured: "native"; "desktop" on any host that is not a Raspberry Pi; a Pi profile on that Pi.
+    Measured: "native"; "desktop" on any host that is not a Raspberry Pi; a Pi profile on that Pi; an
+    added profile (`extra`) without a speed factor (it describes this host).
     Everything else is projected, and the speed factors assume the host is an x86-64 desktop core.
     """
     if name == "native":
         return Placement(native_profile(), True, "measured")
+    if extra and name in extra:
+        profile = extra[name]
+        return Placement(profile, True, "measured") if profile.speed_factor is None else \
+            Placement(profile, False, "projected")
     profile = get(name)
     here = detect(model_path)
     if name == "desktop" and here is None:

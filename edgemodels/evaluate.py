@@ -23,6 +23,11 @@ import numpy as np
 from edgemodels import LABELS, models, progress, runtime
 from edgemodels.convert import to_feeds
 from edgemodels.data import Dataset
+from edgemodels.errors import EdgeModelsError
+
+
+class LabelMismatch(EdgeModelsError):
+    """The model's classes are not the data's (e.g. a 3-class polarity model evaluated on a 2-class CSV)."""
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,12 @@ class Accuracy:
     majority_accuracy: float
     runtime: str
     runtime_version: str
-    confusion: tuple[tuple[int, ...], ...]  # rows = true label, cols = predicted, order LABELS
+    confusion: tuple[tuple[int, ...], ...]  # rows = true label, cols = predicted, in the order of `labels`
     # How it was run (absent in results memoised before these existed): processes x threads, wall seconds.
     workers: int | None = None
     threads: int | None = None
     seconds: float | None = None
+    labels: tuple[str, ...] = LABELS  # the data's classes (results memoised before N classes: polarity)
 
     @property
     def tweets_per_s(self) -> float | None:
@@ -47,14 +53,14 @@ class Accuracy:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n,
                 "majority_accuracy": self.majority_accuracy,
                 "runtime": f"{self.runtime} {self.runtime_version}",
-                "labels": list(LABELS), "confusion": [list(r) for r in self.confusion],
+                "labels": list(self.labels), "confusion": [list(r) for r in self.confusion],
                 "workers": self.workers, "threads": self.threads, "seconds": self.seconds,
                 "tweets_per_s": self.tweets_per_s}
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """(accuracy, macro-F1 over LABELS, confusion matrix). A class never predicted nor present scores 0."""
-    k = len(LABELS)
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(LABELS)) -> tuple[float, float, np.ndarray]:
+    """(accuracy, macro-F1 over the classes, confusion matrix). A class never predicted nor present scores 0."""
+    k = n_classes
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     tp = np.diag(cm).astype(float)
@@ -258,8 +264,12 @@ def evaluate(
     threads: int | None = None,
     workers: int | None = None,
     quiet: bool = False,
+    labels: tuple[str, ...] | list[str] | None = None,
 ) -> Accuracy:
-    """Accuracy of `tflite` on `dataset`; `workers`/`threads` default to `plan()`'s choice for this machine."""
+    """Accuracy of `tflite` on `dataset`; `workers`/`threads` default to `plan()`'s choice for this machine.
+
+    `labels`: the model's class names in the order of its outputs (None: taken to be the data's). The model
+    must know every class of the data; where the orders differ, predictions are mapped by name."""
     start = time.perf_counter()
     tflite = Path(tflite)
     n = len(dataset.examples)
@@ -269,8 +279,30 @@ def evaluate(
     ids = encode_dataset(dataset, tokenizer_dir, fixed or max_length)
     with progress.bar(n, f"evaluate {tflite.parent.name[:24]}", unit="tweet", quiet=quiet) as bar:
         out, used = split_logits(model, ids, pad, workers=how.workers, bar=bar, probe=how.auto)
-    pred = out.argmax(1).astype(np.int64)
-    acc, f1, cm = scores(dataset.label_ids(), pred)
+    pred = to_data_ids(out.argmax(1).astype(np.int64), labels, dataset.labels, out.shape[1], tflite)
+    acc, f1, cm = scores(dataset.label_ids(), pred, len(dataset.labels))
     return Accuracy(acc, f1, len(ids), dataset.majority_accuracy(), info.name, info.version,
                     tuple(tuple(int(v) for v in r) for r in cm), workers=used, threads=how.threads,
-                    seconds=time.perf_counter() - start)
+                    seconds=time.perf_counter() - start, labels=tuple(dataset.labels))
+
+
+def check_labels(model_labels, data_labels, tflite: Path | str = "the model") -> None:
+    """Raise LabelMismatch unless the model predicts exactly the data's classes (in any order)."""
+    if model_labels is not None and set(model_labels) != set(data_labels):
+        raise LabelMismatch(
+            f"{tflite}: the model's classes ({', '.join(model_labels)}) are not the data's ({', '.join(data_labels)}); "
+            "evaluate it on data with its classes, or build a model on this data (or pass --labels in the order of "
+            "its outputs)")
+
+
+def to_data_ids(pred: np.ndarray, model_labels, data_labels, n_outputs: int, tflite: Path | str) -> np.ndarray:
+    """Model output indices -> the data's class indices (by name); checks the output count against the classes."""
+    names = tuple(model_labels) if model_labels is not None else tuple(data_labels)
+    if n_outputs and n_outputs != len(names):
+        raise LabelMismatch(f"{tflite}: {n_outputs} outputs, but {len(names)} classes "
+                            f"({', '.join(names)}); pass --labels with one name per output")
+    check_labels(names, data_labels, tflite)
+    if names == tuple(data_labels):
+        return pred
+    index = np.array([tuple(data_labels).index(n) for n in names], dtype=np.int64)
+    return index[pred]

@@ -157,7 +157,8 @@ def project(host_ips: float, placement, *, host_threads: int | None = None, runt
         raise ProjectionRefused(
             f"not projected: the {profile.name} speed factor holds for a host timed with "
             f"{' or '.join(PROJECTION_RUNTIMES)}, and this host ran {runtime} (its x86 build is tens of times "
-            f"slower); time with ai-edge-litert (--runtime ai-edge-litert) or measure on the device (--remote)")
+            f"slower); time with ai-edge-litert (--runtime ai-edge-litert) or measure on the device (--remote, or "
+            f"`pytest bench/ --artifacts DIR` there)")
     factor = profile.speed_factor
     if factor is None:
         raise ValueError(

@@ -296,21 +296,29 @@ def random_init_verdict(name: str, trail: tuple[str, ...] | list[str] = (), offl
     return RandomInit(False, f"{name}: no pretrained weights exist for this test model ({tried})")
 
 
-def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None = None):
-    """A TF*ForSequenceClassification with a len(LABELS)-class head, pretrained where possible."""
+def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None = None,
+                     labels: tuple[str, ...] | list[str] = LABELS):
+    """A TF*ForSequenceClassification with a len(labels)-class head (the data's classes), pretrained where possible.
+
+    The architecture comes from config.json's model_type (TFAutoModelForSequenceClassification), so any model
+    transformers has a TF classification class for builds here. PyTorch-only (.bin) weights are converted
+    with from_pt, which needs torch; safetensors load without it."""
     import tensorflow as tf  # noqa: F401 - initialises TF before transformers picks tf-keras
     import tf_keras
     from transformers import AutoConfig, TFAutoModelForSequenceClassification
 
     tf_keras.utils.set_random_seed(seed)  # the new classification head's init is seeded too
 
-    extra: dict[str, Any] = dict(num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-                                 label2id={l: i for i, l in enumerate(LABELS)})
+    labels = tuple(labels)
+    extra: dict[str, Any] = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                 label2id={l: i for i, l in enumerate(labels)})
     if dropout is not None:
         extra.update(hidden_dropout_prob=dropout)
     if weights.pretrained:
         config = AutoConfig.from_pretrained(weights.path, **extra)
-        return TFAutoModelForSequenceClassification.from_pretrained(weights.path, config=config)
+        names = {p.name for p in _weight_files(weights.path)}
+        from_pt = "tf_model.h5" not in names and not any(n.endswith(".safetensors") for n in names)
+        return TFAutoModelForSequenceClassification.from_pretrained(weights.path, config=config, from_pt=from_pt)
     config = AutoConfig.for_model(weights.spec.model_type, **dict(weights.spec.config), **extra)
     model = TFAutoModelForSequenceClassification.from_config(config)
     model(model.dummy_inputs, training=False)  # create the variables

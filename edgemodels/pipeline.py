@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgemodels import LABELS
 from edgemodels import cache as cache_mod
-from edgemodels import convert, data, models
+from edgemodels import convert, data, models, modes, sources
 from edgemodels.train import TrainConfig
 
 TFLITE_NAME = "model.tflite"
@@ -34,7 +35,7 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BuildRequest:
-    model: str
+    model: str  # a model spec (sources.py): a registered name, dir:PATH or hf:ORG/NAME
     quant: str = "drq"
     data: str = "builtin"
     seq: int | None = 128  # None: dynamic length ([1, None] inputs)
@@ -46,8 +47,15 @@ class BuildRequest:
     from_scratch: bool = False  # also fine-tune random-init models (tiny-bert smoke runs); never for size claims
 
     def __post_init__(self):
-        models.get(self.model)
+        src = sources.parse(self.model)
+        if src.kind == "tflite":
+            raise sources.SourceError(f"model {src}: a tflite: source is used as it is and never built; evaluate, "
+                                      "measure or bench it, or build from a dir: or hf: source")
         convert.check_mode(self.quant)
+
+    @property
+    def source(self) -> sources.ModelSource:
+        return sources.parse(self.model)
 
     @property
     def seq_label(self) -> str:
@@ -69,13 +77,18 @@ class Artifact:
         return bool(self.manifest["pretrained"])
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """The classes of the model's outputs, in order (entries built before labels were recorded: polarity)."""
+        return tuple(self.manifest.get("labels") or LABELS)
+
+    @property
     def tokenizer_dir(self) -> Path:
         return self.tflite.parent / TOKENIZER_DIR
 
     def summary(self) -> dict[str, Any]:
         """The manifest plus where the file is and whether this call built it (the CLI's JSON)."""
         keep = {k: v for k, v in self.manifest.items() if k not in ("files", "key")}
-        return {**keep, "tflite": str(self.tflite), "cache_hit": self.cache_hit}
+        return {**keep, "labels": list(self.labels), "tflite": str(self.tflite), "cache_hit": self.cache_hit}
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
@@ -92,12 +105,16 @@ def _splits(req: BuildRequest) -> tuple[data.Dataset, data.Dataset]:
 
 def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mod.Entry, models.Weights]:
     """Fine-tuned weights for req.model on req.data; random-init models are stored untrained."""
-    weights = models.resolve(req.model, cache_root=store.root, weights_dir=req.weights_dir)
-    parts: dict[str, Any] = {
-        "spec": asdict(models.get(req.model)) | {"config": dict(models.get(req.model).config)},
-        "weights": weights.identity,
-        "libs": library_versions(),
-    }
+    src = req.source
+    weights = sources.resolve(src, cache_root=store.root, weights_dir=req.weights_dir)
+    parts: dict[str, Any] = {"weights": weights.identity, "libs": library_versions()}
+    if src.registered:  # the key dict of a registered model is what it was before sources existed
+        parts = {"spec": asdict(models.get(req.model)) | {"config": dict(models.get(req.model).config)}, **parts}
+    else:  # the weights' identity (content digest or hub revision) keeps two directories apart
+        parts = {"source": src.kind, **parts}
+    labels = data.classes(req.data)
+    if labels != LABELS:  # recorded only where it differs from the default: existing keys stay byte-identical
+        parts["labels"] = list(labels)
     train_set = val_set = None
     fine_tune = weights.pretrained or req.from_scratch
     if fine_tune:
@@ -105,14 +122,15 @@ def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mo
         parts.update(data=[train_set.fingerprint, val_set.fingerprint], train=req.train.key())
     else:
         parts.update(seed=req.train.seed)
-    key = cache_mod.Key("trained", req.model, parts)
+    key = cache_mod.Key("trained", src.slug, parts)
 
     def build(tmp: Path) -> dict[str, Any]:
         from edgemodels import train as train_mod
 
-        model = models.build_classifier(weights, seed=req.train.seed)
+        model = models.build_classifier(weights, seed=req.train.seed, labels=labels)
         fields: dict[str, Any] = {
-            "model": req.model, "pretrained": weights.pretrained, "trained": fine_tune,
+            "model": req.model, "source": str(src), "labels": list(labels),
+            "pretrained": weights.pretrained, "trained": fine_tune,
             "weights_source": weights.source,
             "weights_trail": list(weights.trail), "params": models.count_params(model),
             "libs": parts["libs"],
@@ -141,7 +159,7 @@ def _calibration_set(req: BuildRequest) -> data.Dataset:
 
 def saved_model(req: BuildRequest, base: cache_mod.Entry, store: cache_mod.ArtifactCache) -> cache_mod.Entry:
     """The SavedModel of a trained entry with the serving signature for req.seq, shared by every mode."""
-    key = cache_mod.Key("savedmodel", f"{req.model}-{req.seq_label}",
+    key = cache_mod.Key("savedmodel", f"{req.source.slug}-{req.seq_label}",
                         {"trained": base.manifest["key"]["digest"], "seq": req.seq_label, "libs": library_versions()})
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -158,22 +176,39 @@ def saved_model(req: BuildRequest, base: cache_mod.Entry, store: cache_mod.Artif
 def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Artifact:
     """The .tflite for req, building (and caching) whatever is missing."""
     store = store or cache_mod.ArtifactCache()
+    mode = modes.get(req.quant)
     base, _ = trained(req, store)
+    if mode.prune_vocab:  # the pruned model is its own cached stage; everything after keys on it
+        from edgemodels import prune
+
+        base = prune.pruned(req, base, store, mode.prune_min_count)
     parts = {"trained": base.manifest["key"]["digest"], "quant": req.quant, "seq": req.seq_label,
              "max_length": req.seq or req.train.max_length, "libs": library_versions()}
-    if req.quant == "int8":  # the calibration set is drawn from the data: key on its content
+    if mode.calibration:  # the calibration set is drawn from the data: key on its content
         parts.update(data=_calibration_set(req).fingerprint, representative=req.representative_examples)
-    key = cache_mod.Key("tflite", f"{req.model}-{req.quant}-{req.seq_label}", parts)
+    source: Artifact | None = None
+    if mode.recipe is not None:  # quantized from another mode's .tflite: key on that file and the recipe
+        from edgemodels import quantize
+
+        source = build(replace(req, quant=mode.source), store)
+        parts.update(mode.key_parts(), source=source.manifest["key"]["digest"],
+                     quantizer=quantize.quantizer_version())
+    key = cache_mod.Key("tflite", f"{req.source.slug}-{req.quant}-{req.seq_label}", parts)
 
     def build_tflite(tmp: Path) -> dict[str, Any]:
-        sm = saved_model(req, base, store)
         tok = models.load_tokenizer(base.file(TOKENIZER_DIR))
-        representative = None
-        if req.quant == "int8":
-            sample = _calibration_set(req)
-            ids = models.encode(tok, sample.texts(), req.seq or req.train.max_length)
-            representative = convert.representative_feeds(ids, req.seq, models.pad_id(tok))
-        blob = convert.convert(sm.file("savedmodel"), req.quant, representative)
+        if source is not None:
+            from edgemodels import quantize
+
+            blob = quantize.quantize_tflite(source.tflite.read_bytes(), mode.recipe)
+        else:
+            sm = saved_model(req, base, store)
+            representative = None
+            if mode.calibration:
+                sample = _calibration_set(req)
+                ids = models.encode(tok, sample.texts(), req.seq or req.train.max_length)
+                representative = convert.representative_feeds(ids, req.seq, models.pad_id(tok))
+            blob = convert.convert(sm.file("savedmodel"), req.quant, representative)
         (tmp / TFLITE_NAME).write_bytes(blob)
         shutil.copytree(base.file(TOKENIZER_DIR), tmp / TOKENIZER_DIR)
         info = convert.inspect(blob)
@@ -181,12 +216,16 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
                 "majority_accuracy", "train_seconds", "epochs_run", "n_train", "n_validation", "note")
         return {
             **{k: base.manifest.get(k) for k in keep if k in base.manifest},
-            "model": req.model, "quant": req.quant, "quant_description": convert.MODES[req.quant],
+            "model": req.model, "source": str(req.source), "labels": list(base.manifest.get("labels") or LABELS),
+            "quant": req.quant, "quant_description": convert.MODES[req.quant],
             "seq": req.seq_label, "max_length": req.seq or req.train.max_length,
             "pad_id": models.pad_id(tok), "data": req.data if base.manifest.get("trained") else None,
             "size_bytes": len(blob), "weight_bytes": info.weight_bytes,
             "ops": [f"{name}:v{v}" for name, v in info.ops],
             "trained_entry": str(base.path), "libs": parts["libs"],
+            **({"recipe": mode.recipe.label, "quantizer": parts["quantizer"],
+                "source_tflite": str(source.tflite)} if source is not None else {}),
+            **({"vocab": base.manifest["vocab"]} if mode.prune_vocab else {}),
         }
 
     entry = store.get_or_build(key, build_tflite)
@@ -223,7 +262,7 @@ def training_checkpoint(req: BuildRequest, store: cache_mod.ArtifactCache) -> ca
     creates the slots; the values are irrelevant to the size.
     """
     base, _ = trained(req, store)
-    key = cache_mod.Key("checkpoint", req.model, {"trained": base.manifest["key"]["digest"],
+    key = cache_mod.Key("checkpoint", req.source.slug, {"trained": base.manifest["key"]["digest"],
                                                   "libs": library_versions()})
 
     def build(tmp: Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import os
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 import pytest
@@ -63,6 +64,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="content-addressed upload directory on the remote (default ~/.cache/edgemodels/remote)")
     g.addoption("--remote-known-hosts", default=None, metavar="FILE",
                 help="known_hosts for the remote's host key (default ~/.ssh/known_hosts; new hosts are added)")
+    g.addoption("--artifacts", default=None, type=Path, metavar="DIR",
+                help="run from an export (python -m edgemodels export --device D DIR): no build, no tokenizer, "
+                     "no TensorFlow; on the device itself every figure is measured")
+
+
+def pytest_addhooks(pluginmanager) -> None:
+    """Hooks a user's conftest.py implements to add device profiles and model sources (edgemodels/hookspec.py)."""
+    from edgemodels import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def _hook_additions(config: pytest.Config):
+    """(device profiles, model sources by name) that conftest.py files added through the hooks."""
+    from edgemodels import sources
+
+    try:
+        extra_devices = devices.merge_extra(config.hook.pytest_edgemodels_add_devices())
+    except devices.DeviceProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    named: dict[str, str] = {}
+    for answer in config.hook.pytest_edgemodels_add_model_sources():
+        for name, spec in dict(answer or {}).items():
+            from edgemodels.models import REGISTRY
+
+            if name in named or name in REGISTRY or sources.is_source_spec(name):
+                raise pytest.UsageError(f"pytest_edgemodels_add_model_sources: model name {name!r} is given twice, "
+                                        "is a registered model, or looks like a spec (dir:/hf:/tflite:); give each "
+                                        "source its own plain name")
+            named[name] = str(spec)
+    return extra_devices, named
 
 
 _MARKERS = (
@@ -118,15 +150,21 @@ def _configure_bench(config: pytest.Config) -> None:
     for m in _MARKERS:
         config.addinivalue_line("markers", m)
     device = config.getoption("--device") or devices.detect() or "desktop"
-    if device not in devices.NAMES:
-        raise pytest.UsageError(f"--device={device!r} is not a known device; valid: {', '.join(devices.NAMES)}")
-    spec = config.getoption("--data") or data.default_spec()
-    try:
-        data.parse_spec(spec)
-    except data.DataError as exc:
-        raise pytest.UsageError(f"--data: {exc}") from None
+    extra_devices, named_sources = _hook_additions(config)
+    if device not in devices.NAMES and device not in extra_devices:
+        raise pytest.UsageError(f"--device={device!r} is not a known device; valid: "
+                                f"{', '.join((*devices.NAMES, *extra_devices))}")
+    exported = _open_export(config, device)
+    if exported is not None:  # the export's data: its path need not exist here (the feeds are in DIR)
+        spec = exported.data_spec
+    else:
+        spec = config.getoption("--data") or data.default_spec()
+        try:
+            data.parse_spec(spec)
+        except data.DataError as exc:
+            raise pytest.UsageError(f"--data: {exc}") from None
     check_filters(suite.get_scale(config.getoption("--scale")), config.getoption("--models"),
-                  config.getoption("--modes"))
+                  config.getoption("--modes"), named_sources)
     os.environ.setdefault(quiet.ENV, "1")  # runtimes' start-up lines off; EDGEMODELS_QUIET=0 shows them
     if config.getoption("--remote"):
         from edgemodels import targets
@@ -135,18 +173,53 @@ def _configure_bench(config: pytest.Config) -> None:
             targets.RemoteSpec.parse(config.getoption("--remote"), identity=config.getoption("--remote-identity"))
         except targets.RemoteError as exc:
             raise pytest.UsageError(str(exc)) from None
-    config.stash[SESSION_KEY] = BenchSession(config, device, spec)
+    config.stash[SESSION_KEY] = BenchSession(config, device, spec, exported)
+    config.stash[SESSION_KEY].extra_devices = extra_devices
+    config.stash[SESSION_KEY].named_sources = named_sources
+
+
+def _open_export(config: pytest.Config, device: str):
+    """The --artifacts export, checked against --device/--scale/--data; None without the option."""
+    root = config.getoption("--artifacts")
+    if root is None:
+        return None
+    from edgemodels import export
+
+    if config.getoption("--remote"):
+        raise pytest.UsageError("--artifacts runs on this machine from an export; --remote drives a device from "
+                                "the workstation's cache: pass one of them")
+    try:
+        exported = export.Export.open(root, device=device, scale=config.getoption("--scale"))
+    except export.ExportError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    asked = config.getoption("--data")
+    if asked and asked != exported.data_spec:
+        raise pytest.UsageError(f"--data {asked}: --artifacts {root} was exported from --data {exported.data_spec}; "
+                                "drop --data (the export carries its evaluation feeds) or export that data set")
+    return exported
 
 
 MODEL_SOURCE_PREFIXES = ("dir:", "hf:", "tflite:")
 """--models entries that name a model source rather than a registry model; checked where they are resolved."""
 
 
-def check_filters(scale: suite.Scale, models: str | None, modes: str | None) -> None:
-    """A misspelt --models/--modes name is a usage error listing the valid ones (it used to collect `[NOTSET]`)."""
+def check_filters(scale: suite.Scale, models: str | None, modes: str | None, named=None) -> None:
+    """A misspelt --models/--modes name is a usage error listing the valid ones (it used to collect `[NOTSET]`).
+
+    Model sources (dir:/hf:, or names a conftest.py added) are parsed here: a bad one is a one-line usage error."""
     asked_models = _csv(models)
-    sources = {m for m in asked_models if m.startswith(MODEL_SOURCE_PREFIXES)}
+    sources = {m for m in asked_models if m.startswith(MODEL_SOURCE_PREFIXES) or m in (named or {})}
     asked_models -= sources
+    for m in sorted(sources):
+        from edgemodels import sources as sources_mod
+
+        try:
+            src = sources_mod.parse(m, named=named)
+        except sources_mod.SourceError as exc:
+            raise pytest.UsageError(f"--models: {exc}") from None
+        if src.kind == "tflite":
+            raise pytest.UsageError(f"--models {m}: a ready .tflite is not benchmarked by the suites yet; use "
+                                    "`python -m edgemodels evaluate --tflite ... --labels ...` and `measure --tflite`")
     asked_modes = _csv(modes)
     for opt, asked, field in (("--models", asked_models, "model"), ("--modes", asked_modes, "quant")):
         valid = list(dict.fromkeys(getattr(c, field) for c in scale.cases))
@@ -170,10 +243,16 @@ def check_filters(scale: suite.Scale, models: str | None, modes: str | None) -> 
 class BenchSession:
     """One bench run's context: device placement, scale, data, cache, memoised artifacts, the report."""
 
-    def __init__(self, config: pytest.Config, device: str, spec: str):
+    exported = None  # export.Export with --artifacts (set in __init__); None: artifacts are built through the cache
+
+    extra_devices: Mapping[str, devices.DeviceProfile] = MappingProxyType({})  # from pytest_edgemodels_add_devices
+    named_sources: Mapping[str, str] = MappingProxyType({})  # from pytest_edgemodels_add_model_sources: name -> spec
+
+    def __init__(self, config: pytest.Config, device: str, spec: str, exported=None):
         self.config = config
         self.device = device
         self.data_spec = spec
+        self.exported = exported  # export.Export with --artifacts: artifacts and feeds come from it, never built
         self.scale = suite.get_scale(config.getoption("--scale"))
         root = config.getoption("--edge-cache")
         self.cache = cache.ArtifactCache(root)
@@ -208,13 +287,27 @@ class BenchSession:
             from edgemodels import targets
 
             ident = self.remote_identity
-            profile = targets.profile_for(ident) if self.device == "native" else devices.get(self.device)
+            profile = targets.profile_for(ident) if self.device == "native" else devices.get(self.device,
+                                                                                             self.extra_devices)
             return devices.Placement(profile, True, ident.method)
-        return devices.place(self.device)
+        return devices.place(self.device, extra=self.extra_devices)
 
     @property
     def profile(self) -> devices.DeviceProfile:
         return self.placement.profile
+
+    @property
+    def data_kind(self) -> str:
+        """builtin | replab | csv (an export records it: its data path need not exist on the device)."""
+        return self.exported.data_kind if self.exported is not None else data.parse_spec(self.data_spec).kind
+
+    @property
+    def measured_on_device(self) -> bool:
+        """Whether figures are taken on the device itself (here, or a real --remote): then a model larger than
+        its memory budget is not loaded at all."""
+        if self.target is not None:
+            return not self.remote_identity.emulated
+        return self.placement.on_device
 
     @cached_property
     def threads(self) -> int:
@@ -259,6 +352,8 @@ class BenchSession:
                     device_title=self.profile.title)
         if self.target is not None:
             info["remote"] = self.remote_identity.as_dict()  # the figures' machine; the rest is this host's
+        if self.exported is not None:
+            info["artifacts"] = self.exported.summary()
         return report.Report(self.device, info)
 
     def row(self, case: suite.Case) -> report.Row:
@@ -266,6 +361,19 @@ class BenchSession:
 
     # -- artifacts (built lazily, cached on disk, memoised here) -------------------------------
     def artifact(self, case: suite.Case):
+        if case not in self._artifacts and self.exported is not None:
+            failed = self.exported.conversion_failure(case.id)
+            if failed:
+                why = suite.expected_conversion_failure(case)
+                self.row(case).notes.append(f"does not convert to TFLite builtins: {why}")
+                pytest.xfail(failed)
+            try:
+                art = self.exported.artifact(case.id)
+            except EdgeModelsError as exc:  # a file changed after export: one line naming it
+                pytest.exit(str(exc), returncode=2)
+            self._artifacts[case] = art
+            row = self.row(case)
+            row.size_bytes, row.pretrained = art.size_bytes, art.pretrained
         if case not in self._artifacts:
             from edgemodels import pipeline
             from edgemodels.convert import ConversionError
@@ -309,6 +417,12 @@ class BenchSession:
         from edgemodels import runtime
 
         rt = runtime_name or self.host_runtime[0]
+        if (case, rt) not in self._accuracy and self.exported is not None:
+            self.too_big_for_device(case, self.artifact(case), "accuracy")
+            try:  # no memo: the device has no build cache; the exported ids are the tokenizer's, verbatim
+                self._accuracy[(case, rt)] = self.exported.accuracy(case.id, runtime_name=rt)
+            except runtime.ModelLoadError as exc:  # e.g. drq on a Pi 3's tflite-runtime 2.14
+                self.runtime_refused(case, rt, exc)
         if (case, rt) not in self._accuracy:
             art = self.artifact(case)
             version = next((r.version for r in runtime.available() if r.name == rt), "unknown")
@@ -320,6 +434,7 @@ class BenchSession:
                 try:
                     acc = evaluate.evaluate(art.tflite, self.eval_set, tokenizer_dir=art.tokenizer_dir,
                                             max_length=art.manifest["max_length"], pad=art.manifest["pad_id"],
+                                            labels=art.manifest.get("labels"),  # None (older builds): polarity
                                             runtime_name=rt)  # every host core; predictions do not
                     # depend on the thread or process count (tests/test_evaluate.py), so this is not --threads
                 except runtime.ModelLoadError as exc:  # e.g. drq on tflite-runtime 2.14 (the pi3 tox env)
@@ -332,6 +447,15 @@ class BenchSession:
             self._accuracy[(case, rt)] = evaluate.Accuracy(**result)
         return self._accuracy[(case, rt)]
 
+    def runtime_refused(self, case: suite.Case, rt: str, exc: BaseException) -> None:
+        """`rt` refused the case's file: xfail where suite.py expects it (drq on tflite-runtime 2.14), else fail."""
+        from edgemodels import runtime
+
+        version = next((r.version for r in runtime.available() if r.name == rt), "unknown")
+        why = suite.expected_refusal(rt, version, case.quant, case.model)
+        (pytest.xfail if why else pytest.fail)(f"{case.id}: {rt} {version} refuses it"
+                                               f"{f' (expected: {why})' if why else ''}: {exc}")
+
     def reference_fp32(self):
         """The largest model's fp32 artifact at seq 128: the 'ratio' column's denominator-of-record."""
         for model in ("bert-large", "mpnet-base"):
@@ -342,8 +466,6 @@ class BenchSession:
 
     def named_ratio(self, defn: suite.RatioDefinition) -> tuple[float, str]:
         """One of the paper's size-ratio readings, from real files; skips when the run lacks an input."""
-        from edgemodels import pipeline
-
         need = {"large": self.case("bert-large", "fp32"), "drq": self.case("mobilebert", "drq")}
         if None in need.values():
             pytest.skip(f"{defn.name}: needs bert-large fp32 and mobilebert drq in this run's matrix")
@@ -351,7 +473,9 @@ class BenchSession:
         compat_case = self.case("mobilebert", "drq-compat")
         compat = self.artifact(compat_case).size_bytes if compat_case else None
         ckpt = None
-        if defn.name == "checkpoint":
+        if defn.name == "checkpoint" and self.exported is not None:
+            ckpt = self.exported.checkpoint_bytes("bert-large")
+        elif defn.name == "checkpoint":
             req = pipeline.BuildRequest(model="bert-large", quant="fp32", data=self.data_spec,
                                         train=self.scale.train_config("bert-large"))
             ckpt = pipeline.training_checkpoint(req, self.cache).manifest["size_bytes"]
@@ -373,13 +497,23 @@ class BenchSession:
                  f"n={a_big.n}, {self.data_spec})",
             definition=f"Δ = {compact} drq .tflite accuracy - {large} fp32 .tflite accuracy, same evaluation split; "
                        "negative = loss",
-            holds=drop <= suite.PAPER_DROP_PTS)
+            holds=drop <= suite.PAPER_DROP_PTS, caveat=self.claim_caveat(large, a_big, a_small))
+
+    def claim_caveat(self, large: str, a_big, a_small) -> str | None:
+        """Why this run cannot test an accuracy claim against `large` (suite.claim_caveat), or None."""
+        big = self.case(large, "fp32")
+        trained = big is not None and bool(self.artifact(big).manifest.get("trained"))
+        return suite.claim_caveat(self.scale.name, self.data_kind, trained, a_big.accuracy, a_small.accuracy,
+                                  a_big.majority_accuracy)
 
     # -- speed, memory, device runtime ---------------------------------------------------------
     def feeds(self, case: suite.Case, n: int | None = None) -> list[dict]:
         """Real tweets from the evaluation split, encoded for the artifact (padded, or at own length)."""
         from edgemodels import convert, evaluate
 
+        if self.exported is not None:  # tokenized at export, the same seeded samples
+            self.artifact(case)
+            return self.exported.feeds(case.id, n)
         art = self.artifact(case)
         ds = self.eval_set if n is None else self.eval_set.sample(min(n, len(self.eval_set.examples)))
         ids = evaluate.encode_dataset(ds, art.tokenizer_dir, case.seq or art.manifest["max_length"])
@@ -393,7 +527,8 @@ class BenchSession:
         """
         from edgemodels import emulation
 
-        if not self.host_runtime[1] or emulation.TARGETS.get(self.device) is None or not emulation.availability()[0]:
+        if (self.exported is not None or not self.host_runtime[1] or emulation.TARGETS.get(self.device) is None
+                or not emulation.availability()[0]):
             return
         verdict = self.device_run(case)
         if not verdict.loads:
@@ -408,6 +543,7 @@ class BenchSession:
 
         self.skip_if_device_refuses(case)
         art = self.artifact(case)
+        self.too_big_for_device(case, art, "throughput")
         rt, note = self.host_runtime
         try:
             model = runtime.load(art.tflite, runtime=rt, num_threads=self.threads)
@@ -455,23 +591,32 @@ class BenchSession:
         expected = suite.expected_refusal(self.remote_runtime, ident.runtime_version or "", case.quant, case.model)
         (pytest.xfail if expected else pytest.fail)(f"{case.id} on {ident.label}: {res.error}")
 
-    def _remote_too_big(self, case: suite.Case, art) -> None:
-        """Do not load a file larger than the device's memory budget: its RSS exceeds it (does not fit, no crash)."""
+    def too_big_for_device(self, case: suite.Case, art, what: str = "") -> None:
+        """On the device itself (here or a real --remote), never load a file larger than its memory budget: the
+        process's RSS would exceed it (BERT-Large fp32's 1.3 GB on a 1 GB Pi 3). Reported as does-not-fit (an
+        xfail where suite.py expects the miss, a failure elsewhere), not crashed into. Off the device the host
+        loads it and measures its RSS against the budget."""
+        if not self.measured_on_device:
+            return
         budget = self.profile.memory_budget_bytes
-        if art.size_bytes > budget:
-            row = self.row(case)
-            row.memory_budget_bytes, row.fits = budget, False
-            row.notes.append(f"not loaded on the device: file {art.size_bytes / 2**20:.0f} MiB > budget "
-                             f"{budget / 2**20:.0f} MiB")
-            pytest.xfail(f"{case.id} does not fit {self.remote_identity.label}: the file alone "
-                         f"({art.size_bytes / 2**20:.0f} MiB) exceeds the memory budget ({budget / 2**20:.0f} MiB)")
+        if art.size_bytes <= budget:
+            return
+        row = self.row(case)
+        row.memory_budget_bytes, row.fits = budget, False
+        row.notes.append(f"not loaded on the device: file {art.size_bytes / 2**20:.0f} MiB > memory budget "
+                         f"{budget / 2**20:.0f} MiB")
+        where = self.remote_identity.label if self.target is not None else f"{self.device} ({self.profile.title})"
+        msg = (f"{case.id} does not fit {where}{': ' + what if what else ''}: the file alone "
+               f"({art.size_bytes / 2**20:.0f} MiB) exceeds the memory budget ({budget / 2**20:.0f} MiB); not loaded")
+        expected = suite.expected_memory_miss(self.device, case)
+        (pytest.xfail if expected else pytest.fail)(msg)
 
     def remote_throughput(self, case: suite.Case, extra_info: dict):
         """Latency timed on the remote by the worker there (warm-up, then the scale's rounds, on real tweets)."""
         from edgemodels import measure, targets
 
         art = self.artifact(case)
-        self._remote_too_big(case, art)
+        self.too_big_for_device(case, art)
         res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads,
                               feeds=self.feeds(case, 64), outputs=False,
                               timing=targets.Timing(rounds=self.scale.throughput_rounds, warmup=1))
@@ -495,7 +640,7 @@ class BenchSession:
         from edgemodels import measure
 
         art = self.artifact(case)
-        self._remote_too_big(case, art)
+        self.too_big_for_device(case, art)
         res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads, memory_runs=3,
                               seq_len=case.seq or art.manifest["max_length"])
         if not res.loads:
@@ -517,17 +662,23 @@ class BenchSession:
         if self.target is not None:
             res = self._remote_memory(case)
         else:
+            from edgemodels import runtime
+
             self.skip_if_device_refuses(case)
             art = self.artifact(case)
+            self.too_big_for_device(case, art, "memory")
             rt, _ = self.host_runtime
             res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=self.threads,
                                           seq_len=case.seq or art.manifest["max_length"],
                                           budget_bytes=self.profile.memory_budget_bytes)
-            if res.error and "ModelLoadError" in res.error and suite.expected_refusal(
-                    res.runtime or rt, res.runtime_version, case.quant, case.model):
-                # e.g. drq on a Pi 3's tflite-runtime 2.14: the runtime's refusal is the expected outcome
-                self.row(case).notes.append(f"memory: {rt} cannot load it")
-                pytest.xfail(f"{case.id}: {rt} refuses it (expected): {res.error}")
+            if res.error and "ModelLoadError" in res.error:
+                # A child that fails prints no result line, so res.runtime_version is empty: the version is the
+                # installed one's (it was "", so drq on a Pi 3's tflite-runtime 2.14 hard-failed, issue 9).
+                version = res.runtime_version or next((r.version for r in runtime.available() if r.name == rt), "")
+                why = suite.expected_refusal(res.runtime or rt, version, case.quant, case.model)
+                self.row(case).notes.append(f"memory: {rt} {version} cannot load it")
+                (pytest.xfail if why else pytest.fail)(
+                    f"{case.id}: {rt} {version} refuses it{f' (expected: {why})' if why else ''}: {res.error}")
         row = self.row(case)
         row.peak_rss_bytes, row.memory_budget_bytes, row.fits = res.peak_rss_bytes, res.budget_bytes, res.fits
         if not self.placement.on_device:
@@ -535,7 +686,8 @@ class BenchSession:
         return res
 
     def device_run(self, case: suite.Case) -> "DeviceRun":
-        """The artifact on the device's own runtime: here if on the device, else under QEMU."""
+        """The artifact on the device's own runtime: here if on the device, else under QEMU (or, from an
+        export off the device, this host's runtime: an export is for the device, not for emulation)."""
         from edgemodels import emulation, runtime
 
         if case in self._device_runs:
@@ -543,12 +695,13 @@ class BenchSession:
 
         art = self.artifact(case)
         target = emulation.TARGETS.get(self.device)
-        emulate = not self.placement.on_device and target is not None
         remote = self.target is not None
+        emulate = not self.placement.on_device and target is not None and not remote and self.exported is None
         infer = case.compact and art.size_bytes <= suite.EMULATE_INFERENCE_MAX_BYTES
-        if remote and not self.remote_identity.emulated:
-            self._remote_too_big(case, art)
-            infer = True  # a real device runs every size that fits
+        if self.measured_on_device:
+            self.too_big_for_device(case, art, "compat")
+            # a real device runs every size that fits; with an export there is an x86 reference for each
+            infer = infer or remote or self.exported is not None
         feeds = self.feeds(case, self.scale.emulation_examples)
         if remote:
             res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads,
@@ -577,30 +730,64 @@ class BenchSession:
             result = DeviceRun(run["loads"], run["error"], outputs, target.method,
                                f"{target.runtime} {run['runtime_version']} ({run['arch']})")
         else:
-            rt = self.profile.runtime if self.placement.on_device else self.host_runtime[0]
+            rt = self.host_runtime[0]  # the device's own runtime where installed (on the device: its runtime)
+            where = self._here_label()
             try:
                 m = runtime.load(art.tflite, runtime=rt, num_threads=self.threads)
                 outs = np.concatenate([m.run(f) for f in feeds]) if infer else None
-                result = DeviceRun(True, None, outs, "measured" if self.placement.on_device else "host",
-                                   f"{m.runtime_name} {m.runtime_version}")
+                result = DeviceRun(True, None, outs, where, f"{m.runtime_name} {m.runtime_version}")
             except runtime.ModelLoadError as exc:
-                result = DeviceRun(False, str(exc), None, "host", rt)
+                result = DeviceRun(False, str(exc), None, where, rt)
+        if result.loads and infer and feeds and result.outputs is None and result.error:
+            # Loaded, then failed on a feed (tflite-runtime 2.14 on int4: "Type not currently supported" at the
+            # first invoke): the runtime cannot run the file, which is what a refusal is to test_compat.
+            result.loads = False
         row = self.row(case)
         row.arm_loads, row.arm_error, row.arm_method = result.loads, result.error, result.method
         if result.outputs is not None:
-            host = self._host_outputs(case, feeds)
-            if emulate or remote:  # the same file on x86: only the kernels differ, so ARM drift is not hidden by quantization
+            # What the device's outputs are compared with: the same file on x86 (only the kernels differ, so ARM
+            # drift is not hidden by quantization): this host's run under emulation or --remote, the exported
+            # reference with --artifacts. On the device with neither there is no other side: nothing is compared
+            # (it used to compare the device with itself and call that side "x86").
+            host, reference = self._reference_outputs(case, feeds, emulate or remote)
+            y = self._sample_labels(case, self.scale.emulation_examples)
+            row.arm_accuracy = float(np.mean(result.outputs.argmax(1) == y))
+            if host is not None:
                 result.max_abs_diff = float(np.max(np.abs(result.outputs - host)))
                 result.x86_max_abs = float(np.max(np.abs(host)))
-                row.arm_max_abs_diff = result.max_abs_diff
-            sample = self.eval_set.sample(min(self.scale.emulation_examples, len(self.eval_set.examples)))
-            y = sample.label_ids()
-            row.arm_accuracy = float(np.mean(result.outputs.argmax(1) == y))
-            row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
+                result.reference = reference
+                row.arm_max_abs_diff, row.arm_reference = result.max_abs_diff, reference
+                row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
         elif result.loads and not infer:
             row.notes.append("emulated: load only (inference too slow under emulation for this size)")
         self._device_runs[case] = result
         return result
+
+    def _here_label(self) -> str:
+        """The side that ran here: 'measured on <this machine>' on the device, else the host, said to be so."""
+        import platform
+        import socket
+
+        if self.placement.on_device:
+            return f"measured here ({socket.gethostname()}, {platform.machine()})"
+        return f"host ({socket.gethostname()}, {platform.machine()}; not the {self.device})"
+
+    def _sample_labels(self, case: suite.Case, n: int) -> np.ndarray:
+        if self.exported is not None:
+            return self.exported.labels(case.id, n)
+        return self.eval_set.sample(min(n, len(self.eval_set.examples))).label_ids()
+
+    def _reference_outputs(self, case: suite.Case, feeds: list[dict], x86_here: bool) -> tuple[Any, str | None]:
+        """(x86 outputs on the same feeds, what they are) or (None, None) when there is no other side."""
+        if self.exported is not None:
+            return self.exported.reference_outputs(case.id), self.exported.reference_label
+        if x86_here:
+            import platform
+
+            rt = self.host_runtime[0]
+            version = next((r.version for r in _runtimes() if r.name == rt), "")
+            return self._host_outputs(case, feeds), f"x86 on this host ({platform.machine()}, {rt} {version})"
+        return None, None
 
     def _host_outputs(self, case: suite.Case, feeds: list[dict]) -> np.ndarray:
         from edgemodels import runtime
@@ -611,8 +798,23 @@ class BenchSession:
     def cases(self) -> tuple[suite.Case, ...]:
         keep_models = _csv(self.config.getoption("--models"))
         keep_modes = _csv(self.config.getoption("--modes"))
+        exported = set(self.exported.case_ids()) if self.exported is not None else None  # what DIR holds
         return tuple(c for c in self.scale.cases
-                     if (not keep_models or c.model in keep_models) and (not keep_modes or c.quant in keep_modes))
+                     if (not keep_models or c.model in keep_models) and (not keep_modes or c.quant in keep_modes)
+                     and (exported is None or c.id in exported)) + tuple(
+            c for c in self.source_cases(keep_models, keep_modes) if exported is None or c.id in exported)
+
+    def source_cases(self, keep_models: set[str], keep_modes: set[str]) -> tuple[suite.Case, ...]:
+        """The user's models (--models dir:/hf:/a conftest.py name): each asked mode (default fp32 and drq) at
+        the scale's fixed length; Case.model holds the source's spec, which BuildRequest resolves."""
+        specs = [self.named_sources.get(m, m) for m in sorted(keep_models)
+                 if m.startswith(MODEL_SOURCE_PREFIXES) or m in self.named_sources]
+        if not specs:
+            return ()
+        seqs = [c.seq for c in self.scale.cases if c.seq is not None]
+        seq = max(set(seqs), key=seqs.count) if seqs else 128
+        modes = [m for m in suite.ALL_MODES if m in keep_modes] if keep_modes else ["fp32", "drq"]
+        return tuple(suite.Case(spec, q, seq) for spec in specs for q in modes)
 
     def case(self, model: str, quant: str, seq: int | None = 128) -> suite.Case | None:
         """A case of this run's matrix (None when the scale or the filters leave it out)."""
@@ -680,6 +882,13 @@ class DeviceRun:
     runtime: str
     max_abs_diff: float | None = None  # vs the same file's x86 outputs (None: nothing else to compare with)
     x86_max_abs: float | None = None  # the largest |x86 logit|: the scale suite.arm_diff_limit allows for
+    reference: str | None = None  # what the outputs were compared with, e.g. "x86 reference exported from ws"
+
+
+def _runtimes():
+    from edgemodels import runtime
+
+    return runtime.available()
 
 
 def _csv(value: str | None) -> set[str]:
@@ -716,7 +925,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     p = s.placement
     lines = [f"edgemodels: device={s.device} ({p.profile.title}); figures {p.method}"
              f"{'' if p.on_device else ' (off the device: throughput projected, memory and runtime emulated)'}; "
-             f"scale={s.scale.name}; data={s.data_spec}; cache={s.cache.root}"]
+             f"scale={s.scale.name}; data={s.data_spec}; "
+             + (f"artifacts={s.exported.root} (exported on {s.exported.built_on}, {s.exported.index['created']})"
+                if s.exported is not None else f"cache={s.cache.root}")]
     if not p.on_device:  # see pytest_benchmark_group_stats
         shown = "labelled HOST" if config.option.verbose > 0 else "hidden (-v shows it)"
         lines.append(f"edgemodels: pytest-benchmark's table times this host, not {s.device}: {shown}")
@@ -809,7 +1020,7 @@ def _baseline_dir(config: pytest.Config, s: BenchSession) -> Path:
     """Baselines are per data kind and scale; the default is the rootdir's, never the working directory's."""
     named = config.getoption("--baseline-dir")
     root = Path(named) if named is not None else Path(config.rootpath) / BASELINE_DIR
-    return root / data.parse_spec(s.data_spec).kind / s.scale.name
+    return root / s.data_kind / s.scale.name
 
 
 def _gated_metrics(config: pytest.Config) -> tuple[str, ...]:
@@ -885,6 +1096,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line("")
         tr.write_line("Paper claims")
         tr.write_line(report.claims_table(s.report.claims))
+    if any(r.size_bytes for r in s.report.rows()):
+        tr.write_line("")
+        tr.write_line("Pareto: bytes against accuracy and speed")
+        tr.write_line(report.pareto_table(s.report.rows()))
     for p in getattr(s, "report_paths", []):
         tr.write_line(f"wrote {p}")
     for note in getattr(s, "baseline_notes", []):

@@ -6,9 +6,11 @@ never with CI set (a CI log would fill with carriage-return frames), never when 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import IO
+import threading
+from typing import IO, Iterator
 
 from tqdm import tqdm
 
@@ -31,3 +33,27 @@ def bar(total: int, desc: str, *, unit: str = "it", quiet: bool = False, stream:
     stream = sys.stderr if stream is None else stream
     return tqdm(total=total, desc=desc, unit=unit, file=stream, disable=not enabled(stream, quiet=quiet),
                 mininterval=0.5, smoothing=0.1, dynamic_ncols=True, leave=False)
+
+
+@contextlib.contextmanager
+def stage(desc: str, *, quiet: bool = False, stream: IO | None = None) -> Iterator[None]:
+    """An elapsed-time bar for a step with no measurable progress (a TFLite conversion, a SavedModel
+    export): the user sees it is alive and how long it has run. Same rules as `bar()` for when it shows."""
+    stream = sys.stderr if stream is None else stream
+    if not enabled(stream, quiet=quiet):
+        yield
+        return
+    done = threading.Event()
+    with tqdm(total=None, desc=desc, file=stream, leave=False, bar_format="{desc}: {elapsed}",
+              mininterval=0.5) as t:
+        def tick() -> None:
+            while not done.wait(0.5):
+                t.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()

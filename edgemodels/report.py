@@ -83,6 +83,9 @@ class Row:
     x86_accuracy_sample: float | None = None
     arm_method: str | None = None
     """How ARM was exercised, e.g. "emulated ARM (qemu, cortex-a72)"."""
+    arm_reference: str | None = None
+    """What arm_max_abs_diff / x86_accuracy_sample compare with, e.g. "x86 reference exported from ws (x86_64, ...)";
+    None: nothing was compared (on the device without an export there is no x86 side)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -118,6 +121,9 @@ class Claim:
     ours: str
     definition: str
     holds: bool | None
+    caveat: str | None = None
+    """Why this run cannot test the claim (budget, data, an under-trained reference); the verdict then says so
+    instead of "holds" (issue 12 item 6). None: the run can test it."""
 
 
 def _seq_key(seq: str) -> tuple[int, int, str]:
@@ -175,6 +181,7 @@ class Report:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "rows": rows,
             "claims": [asdict(c) for c in self._claims],
+            "pareto": pareto_json(self.rows()),
         }
         return _json_safe(doc)
 
@@ -186,8 +193,13 @@ class Report:
         json_path = out_dir / "report.json"
         atomic_write_text(json_path, _dumps(doc))
         png_path = out_dir / "report.png"
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # a device install (`.[device]`) has no matplotlib
+            return [json_path]
         write_png(self.rows(), png_path, self.device)
-        return [json_path, png_path]
+        write_pareto_png(self.rows(), out_dir / "pareto.png", self.device)
+        return [json_path, png_path, out_dir / "pareto.png"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,18 +372,27 @@ def _rows_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
 def _arm_agreement(rows: list[Row]) -> str:
     """One line for the device runtime's outputs against x86 (each row's figures are in report.json)."""
     diffs = [(r.arm_max_abs_diff, r) for r in rows if r.arm_max_abs_diff is not None]
-    accs = [r for r in rows if r.arm_accuracy is not None]
+    accs = [r for r in rows if r.arm_accuracy is not None and r.x86_accuracy_sample is not None]
+    refs = sorted({r.arm_reference for r in rows if r.arm_reference})
+    ref = refs[0] if len(refs) == 1 else "x86"  # each row's own is in report.json
     parts = []
     if diffs:
         worst, r = max(diffs, key=lambda d: d[0])
-        parts.append(f"max abs diff {worst:.2g} vs x86 (the largest, {r.key})")
+        parts.append(f"max abs diff {worst:.2g} vs {ref} (the largest, {r.key})")
     if accs:
-        same = sum(1 for r in accs if r.x86_accuracy_sample is not None and r.arm_accuracy == r.x86_accuracy_sample)
-        parts.append(f"sample accuracy equal to x86's on {same} of {len(accs)}")
+        same = sum(1 for r in accs if r.arm_accuracy == r.x86_accuracy_sample)
+        parts.append(f"sample accuracy equal to {'x86' if ref == 'x86' else 'the reference'}'s on {same} of {len(accs)}")
     return f"; {', '.join(parts)}" if parts else ""
 
 
 _VERDICT = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}
+
+
+def verdict(holds: bool | None, caveat: str | None = None) -> str:
+    """"holds" / "DOES NOT HOLD" / "n/a", or, when the run cannot test the claim, what was met and why not tested."""
+    if holds is None or not caveat:
+        return _VERDICT[holds]
+    return f"{'met' if holds else 'not met'} here, claim not tested: {caveat}"
 
 
 def claims_table(claims: Iterable[Claim], width: int = TABLE_WIDTH) -> str:
@@ -380,8 +401,8 @@ def claims_table(claims: Iterable[Claim], width: int = TABLE_WIDTH) -> str:
     if not claims:
         return "(no paper claims evaluated)"
     return _fit(["claim", "paper", "ours", "verdict", "definition"],
-                [[c.claim, c.paper, c.ours, _VERDICT[c.holds], c.definition] for c in claims],
-                wrap=(0, 1, 2, 4), width=width)
+                [[c.claim, c.paper, c.ours, verdict(c.holds, c.caveat), c.definition] for c in claims],
+                wrap=(0, 1, 2, 3, 4), width=width)
 
 
 class ReportError(ValueError):
@@ -406,11 +427,12 @@ def load_claims(path: Path) -> tuple[str, str, list[Claim]]:
             raise ReportError(f"{path}: field {name!r} missing or not a {kind.__name__}")
     claims = []
     wanted = [f.name for f in Claim.__dataclass_fields__.values()]
+    optional = {"caveat"}  # reports written before issue 12 lack it
     for i, c in enumerate(doc["claims"]):
-        missing = [k for k in wanted if not isinstance(c, dict) or k not in c]
+        missing = [k for k in wanted if k not in optional and (not isinstance(c, dict) or k not in c)]
         if missing:
             raise ReportError(f"{path}: claims[{i}] lacks field(s) {', '.join(missing)}")
-        claims.append(Claim(**{k: c[k] for k in wanted}))
+        claims.append(Claim(**{k: c[k] for k in wanted if k in c}))
     return doc["device"], doc["created"], claims
 
 
@@ -432,7 +454,7 @@ def merged_claims_table(merged: list[dict[str, Any]]) -> str:
     if not merged:
         return "(no paper claims in these reports)"
     return _fit(["claim", "paper", "our measurement", "definition", "holds?", "run"],
-                [[c["claim"], c["paper"], c["ours"], c["definition"], _VERDICT[c["holds"]],
+                [[c["claim"], c["paper"], c["ours"], c["definition"], verdict(c["holds"], c.get("caveat")),
                   f"{c['device']}, {c['created'][:10]}"] for c in merged],
                 wrap=(0, 1, 2, 3, 5))
 
@@ -606,6 +628,10 @@ def machine_info() -> dict:
 @dataclass(frozen=True)
 class Thresholds:
     accuracy_drop_pts: float = 0.5
+    # A machine with no accuracy of its own in the baseline (a new CI runner's CPU) is compared with the
+    # lowest recorded machine at this looser tolerance. Measured spread between the two CPUs CI has run on
+    # (2026-11, CI scale, builtin): MiniLM-L6 identical, MPNet-base 73.0 % (Xeon) vs 68.7 % (EPYC), 4.3 pt.
+    cross_machine_accuracy_pts: float = 5.0
     size_increase: float = 0.02
     throughput_drop: float = 0.10
 
@@ -783,6 +809,7 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
     regs: list[Regression] = []
     notes: list[str] = []
     seen: set[tuple[str, str, str]] = set()
+    cross: list[str] = []  # rows whose accuracy was recorded only on other machines
     eps = 1e-9  # a value exactly on the limit passes despite float rounding
     for r in report.rows():
         rid = _row_id(r.model, r.mode, r.seq)
@@ -792,9 +819,12 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
         b_acc = accs.get(machine_id, next(iter(accs.values()), None))
         b_size, b_ips = b.get("size_bytes"), b.get("inferences_per_s")
         if accs and r.accuracy is not None and machine_id not in accs:
-            regs.append(Regression(r.model, r.mode, r.seq, "accuracy", None, r.accuracy,
-                                   f"recorded only on {', '.join(sorted(accs))}; this run is on {machine_id} "
-                                   "(training is bit-identical only on the same CPU)"))
+            lowest = min(accs.values())
+            cross.append(r.key)
+            if r.accuracy < lowest - thresholds.cross_machine_accuracy_pts / 100 - eps:
+                regs.append(Regression(r.model, r.mode, r.seq, "accuracy", lowest, r.accuracy,
+                                       f"-{thresholds.cross_machine_accuracy_pts:g} pt across machines: recorded "
+                                       f"only on {', '.join(sorted(accs))}; this run is on {machine_id}"))
         elif b_acc is not None and r.accuracy is not None:
             if r.accuracy < b_acc - thresholds.accuracy_drop_pts / 100 - eps:
                 regs.append(Regression(r.model, r.mode, r.seq, "accuracy", b_acc, r.accuracy,
@@ -820,6 +850,11 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
                 regs.append(Regression(r.model, r.mode, r.seq, name, float(bv), None, "not measured"))
             elif bv is None and cv is not None:
                 regs.append(Regression(r.model, r.mode, r.seq, name, None, float(cv), "no baseline"))
+    if cross and "accuracy" in gated:
+        notes.append(f"accuracy of {len(cross)} row(s) (e.g. {cross[0]}) has no baseline from this machine "
+                     f"({machine_id}; training is bit-identical only on the same CPU): compared with the "
+                     f"lowest recorded machine at -{thresholds.cross_machine_accuracy_pts:g} pt instead of "
+                     f"-{thresholds.accuracy_drop_pts:g} pt; --baseline-save here to gate it exactly")
     notes += [f"not gated (--baseline-metrics): {g}" for g in regs if g.metric not in gated]
     regs = [g for g in regs if g.metric in gated]
     missing = sorted(set(base) - seen)
@@ -843,3 +878,116 @@ __all__ = [
     "GATE_METRICS", "BaselineMissing", "check_gate_metrics", "require_baseline",
     "format_regressions", "machine_id", "machine_info", "baseline_accuracies",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pareto: what each artifact costs in bytes against what it gives (issue 12)
+# --------------------------------------------------------------------------------------------------
+
+STRICT_RATIO_TARGET = 160.0
+"""The paper's ratio read strictly: BERT-Large fp32 .tflite bytes / a deployable artifact's bytes."""
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (cost, value) points, True where no other point costs at most as much and gives at least as much,
+    strictly better in one (equal points are all on the front)."""
+    return [not any(c2 <= c and v2 >= v and (c2 < c or v2 > v) for j, (c2, v2) in enumerate(points) if j != i)
+            for i, (c, v) in enumerate(points)]
+
+
+@dataclass(frozen=True)
+class ParetoRow:
+    model: str
+    mode: str
+    seq: str
+    size_bytes: int
+    accuracy: float | None
+    inferences_per_s: float | None
+    method: str | None  # of the speed figure
+    ratio_vs_large: float | None  # BERT-Large fp32 .tflite bytes (this run's) / size_bytes
+    accuracy_front: bool  # on the accuracy-vs-bytes front
+    speed_front: bool  # on the inferences/s-vs-bytes front
+
+
+def large_fp32_bytes(rows: list[Row]) -> int | None:
+    """This run's BERT-Large fp32 .tflite at seq 128 (the strict ratio's numerator), if it built one."""
+    return next((r.size_bytes for r in rows if r.model == "bert-large" and r.mode == "fp32" and r.seq == "128"
+                 and r.size_bytes), None)
+
+
+def pareto_rows(rows: list[Row]) -> list[ParetoRow]:
+    """Every row with a size; front flags over the rows that have the figure (accuracy, speed)."""
+    sized = [r for r in rows if r.size_bytes]
+    large = large_fp32_bytes(rows)
+    acc = [r for r in sized if r.accuracy is not None]
+    spd = [r for r in sized if r.inferences_per_s is not None]
+    acc_front = {id(r) for r, f in zip(acc, pareto_front([(r.size_bytes, r.accuracy) for r in acc])) if f}
+    spd_front = {id(r) for r, f in zip(spd, pareto_front([(r.size_bytes, r.inferences_per_s) for r in spd])) if f}
+    return [ParetoRow(r.model, r.mode, r.seq, int(r.size_bytes), r.accuracy, r.inferences_per_s, r.method,
+                      large / r.size_bytes if large else None, id(r) in acc_front, id(r) in spd_front)
+            for r in sorted(sized, key=lambda r: r.size_bytes)]
+
+
+def pareto_json(rows: list[Row]) -> dict[str, Any]:
+    large = large_fp32_bytes(rows)
+    return {"large_fp32_bytes": large, "target_ratio": STRICT_RATIO_TARGET,
+            "budget_bytes": int(large / STRICT_RATIO_TARGET) if large else None,
+            "rows": [asdict(p) for p in pareto_rows(rows)]}
+
+
+def pareto_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
+    """Size order; '*' marks the fronts; 'x BERT-L' = this run's BERT-Large fp32 .tflite bytes / the file's."""
+    prs = pareto_rows(rows)
+    if not prs:
+        return "(no sized artifacts)"
+    body = [[p.model, p.mode, p.seq, f"{p.size_bytes / 1e6:.2f}",
+             "" if p.ratio_vs_large is None else f"{p.ratio_vs_large:.1f}",
+             "" if p.accuracy is None else f"{p.accuracy * 100:.1f}%" + (" *" if p.accuracy_front else ""),
+             "" if p.inferences_per_s is None else f"{_fmt_sig(p.inferences_per_s)} ({p.method})"
+             + (" *" if p.speed_front else "")] for p in prs]
+    large = large_fp32_bytes(rows)
+    note = (f"* on the front (nothing smaller is as good); {STRICT_RATIO_TARGET:g}x line: "
+            f"{large:,} / {STRICT_RATIO_TARGET:g} = {int(large / STRICT_RATIO_TARGET):,} bytes" if large else
+            "* on the front (nothing smaller is as good); no BERT-Large fp32 in this run: no 160x line")
+    return _fit(["model", "mode", "seq", "size MB", "x BERT-L", "acc", "inf/s"], body, wrap=(0, 1), width=width) \
+        + "\n" + note
+
+
+def write_pareto_png(rows: list[Row], path: Path, device: str) -> None:
+    """Accuracy vs bytes and inferences/s vs bytes (log x), the fronts joined, the 160x budget drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    prs = pareto_rows(rows)
+    large = large_fp32_bytes(rows)
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    fig.suptitle(f"edgemodels Pareto: {device}")
+    for ax, field_, front, label in ((axes[0], "accuracy", "accuracy_front", "accuracy (%)"),
+                                     (axes[1], "inferences_per_s", "speed_front", "inferences/s")):
+        pts = [p for p in prs if getattr(p, field_) is not None]
+        ax.set_title(f"{label} vs bytes")
+        if not pts:
+            _no_data(ax)
+            continue
+        scale = 100 if field_ == "accuracy" else 1
+        ax.scatter([p.size_bytes for p in pts], [getattr(p, field_) * scale for p in pts], color="grey", s=30)
+        fr = sorted((p for p in pts if getattr(p, front)), key=lambda p: p.size_bytes)
+        ax.plot([p.size_bytes for p in fr], [getattr(p, field_) * scale for p in fr], "-o", color="tab:red",
+                label="front")
+        for p in pts:
+            ax.annotate(f"{p.model}/{p.mode}" + ("" if p.seq == "128" else f"@{p.seq}"),
+                        (p.size_bytes, getattr(p, field_) * scale), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        if large:
+            ax.axvline(large / STRICT_RATIO_TARGET, color="tab:green", linestyle="--",
+                       label=f"{STRICT_RATIO_TARGET:g}x smaller than BERT-Large fp32")
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes (log scale)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(Path(path), buf.getvalue())

@@ -80,9 +80,9 @@ def _dataset(ids: list[list[int]], labels: np.ndarray, pad: int, cfg: TrainConfi
     ).prefetch(2)
 
 
-def _class_weights(labels: np.ndarray) -> dict[int, float]:
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
-    return {i: float(len(labels) / (len(LABELS) * c)) if c else 0.0 for i, c in enumerate(counts)}
+def _class_weights(labels: np.ndarray, n_classes: int = len(LABELS)) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
 def fine_tune(model, tokenizer, train: Dataset, validation: Dataset, cfg: TrainConfig) -> TrainResult:
@@ -120,7 +120,7 @@ def fine_tune(model, tokenizer, train: Dataset, validation: Dataset, cfg: TrainC
     start = time.perf_counter()
     hist = model.fit(
         train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[stop],
-        class_weight=_class_weights(y_train) if cfg.class_weights else None,
+        class_weight=_class_weights(y_train, len(train.labels)) if cfg.class_weights else None,
         verbose=1 if sys.stderr.isatty() else 2,
     )
     seconds = time.perf_counter() - start

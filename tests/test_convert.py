@@ -42,9 +42,9 @@ def _tf_logits(tf_model, feeds) -> np.ndarray:
 
 
 def test_modes_and_check_mode():
-    assert set(convert.MODES) == {"fp32", "drq", "drq-compat", "fp16", "int8"}
+    assert {"fp32", "drq", "drq-compat", "fp16", "int8", "w8", "w4", "pruned-w4"} <= set(convert.MODES)
     assert convert.check_mode("drq") == "drq"
-    with pytest.raises(ValueError, match="valid: fp32, drq, drq-compat, fp16, int8"):
+    with pytest.raises(ValueError, match="valid: fp32, drq, drq-compat, fp16, int8, w8, w4"):
         convert.check_mode("int4")
 
 
@@ -88,6 +88,8 @@ def test_export_signature_and_int8_needs_representative_set(tiny_tf_model, tmp_p
         convert.convert(sm, "int8", None)
     with pytest.raises(ValueError, match="unknown quantization mode"):
         convert.convert(sm, "int4")
+    with pytest.raises(convert.ConversionError, match="made by ai-edge-quantizer"):
+        convert.convert(sm, "w4")  # a recipe mode: edgemodels.quantize, from the fp32 .tflite
     with pytest.raises(OSError, match=str(tmp_path / "absent")):
         convert.convert(tmp_path / "absent", "fp32")
 

@@ -358,10 +358,35 @@ def test_csv_group_column_enables_group_split(tmp_path: Path) -> None:
 
 
 def test_error_csv_unknown_label(tmp_path: Path) -> None:
-    f = _write(tmp_path / "d.csv", "text,label\nfake a,positive\nfake b,happy\n")
-    with pytest.raises(DataError, match=rf"{f}: line 3, field 'label': unknown label 'happy'; accepted values: "
-                       r"negative, neutral, positive \(any case\), or .*csv:FILE\?labels=0:negative"):
+    f = _write(tmp_path / "d.csv", "text,label\nfake a,positive\nfake b,\n")
+    with pytest.raises(DataError, match=rf"{f}: line 3, field 'label': unknown label ''; accepted values: "
+                       r"class names .*csv:FILE\?labels=0:negative"):
         load(f"csv:{f}")
+
+
+def test_csv_classes_come_from_the_data(tmp_path: Path) -> None:
+    """Any names, >= 2 classes, sorted (row order does not change the output order), carried by every split."""
+    rows = "".join(f"fake text {i},{('Sports', 'politics', 'tech')[i % 3]}\n" for i in range(30))
+    f = _write(tmp_path / "topics.csv", "text,label\n" + rows)
+    splits = load_all(f"csv:{f}", val_fraction=0.2)
+    assert splits["train"].labels == splits["validation"].labels == ("politics", "sports", "tech")
+    assert splits["validation"].label_counts() == {"politics": 2, "sports": 2, "tech": 2}  # stratified over 3
+    assert splits["train"].sample(6).labels == ("politics", "sports", "tech")
+    assert sorted(set(splits["train"].label_ids())) == [0, 1, 2]
+    two = _write(tmp_path / "two.csv", "text,label\n" + "".join(f"fake {i},{'ham' if i % 2 else 'spam'}\n"
+                                                            for i in range(10)))
+    assert load(f"csv:{two}").labels == ("ham", "spam")
+    assert load(f"csv:{two}", "all").majority_accuracy() == 0.5
+    one = _write(tmp_path / "one.csv", "text,label\nfake a,spam\nfake b,spam\n")
+    with pytest.raises(DataError, match=r"one.csv: needs at least 2 classes .* found only 'spam'"):
+        load(f"csv:{one}")
+    # the polarity task's fingerprints are untouched by the classes field (cache keys of existing builds)
+    polar = _write(tmp_path / "p.csv", "text,label\nfake a,negative\nfake b,neutral\nfake c,positive\n")
+    ds = load(f"csv:{polar}", "all")
+    assert ds.labels == LABELS
+    assert ds.fingerprint == data._fingerprint(ds.examples, {"split": "all"})
+    topics = load(f"csv:{f}", "all")
+    assert topics.fingerprint != data._fingerprint(topics.examples, {"split": "all"})
 
 
 def test_error_csv_missing_column(tmp_path: Path) -> None:
@@ -489,7 +514,7 @@ def test_numeric_labels_are_never_mapped_by_position(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad, needle", [
     ("?labels=0:negative,0:positive", "distinct VALUE"),
-    ("?labels=0:happy", "CLASS one of negative, neutral, positive"),
+    ("?labels=0:", "is not VALUE:CLASS"),
     ("?labels=0-negative", "is not VALUE:CLASS"),
 ])
 def test_bad_label_mapping_is_an_error(tmp_path: Path, bad: str, needle: str) -> None:

@@ -8,6 +8,7 @@ import fcntl
 import io
 import json
 import os
+import time
 import select
 import struct
 import termios
@@ -162,6 +163,20 @@ def test_progress_bar_shows_rate_and_eta(tty, monkeypatch):
         bar.refresh()
         text = drawn()
     assert "40/100" in text and "tweet/s" in text and "<" in text  # elapsed<remaining, then the rate
+
+
+def test_stage_shows_elapsed_time_on_a_terminal_only(tty, monkeypatch):
+    """A conversion has no measurable progress: the stage bar ticks its elapsed time while the step runs."""
+    stream, drawn = tty
+    monkeypatch.delenv("CI", raising=False)
+    with progress.stage("convert minilm-l6 drq", stream=stream):
+        time.sleep(1.2)
+        text = drawn()
+    assert "convert minilm-l6 drq: 00:01" in text
+    plain = io.StringIO()
+    with progress.stage("convert", stream=plain):
+        time.sleep(0.6)
+    assert plain.getvalue() == ""  # a log file: nothing drawn
 
 
 def _cli(argv, stderr) -> tuple[int, str]:

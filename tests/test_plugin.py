@@ -335,6 +335,70 @@ def test_record_throughput_projects_with_the_profile_factor(tmp_path, device, fa
     assert extra["host_inferences_per_s"] == pytest.approx(80.0)
     assert row.p50_ms == pytest.approx(10.0 / f) and row.p99_ms == pytest.approx(1e3 * stats.p99_s / f)
     assert row.method == ("measured" if factor is None else "projected")
+    assert row.threads == 2 == extra["threads"]  # issue 9: the thread count every throughput row was timed at
+
+
+def _on_a_pi3(tmp_path):
+    """A session whose placement is ON a Pi 3 (the device-tree model file says so): figures are measured."""
+    from edgemodels import devices
+
+    tree = tmp_path / "model"
+    tree.write_bytes(b"Raspberry Pi 3 Model B Rev 1.2\x00")
+    s = _session(tmp_path, device="pi3")
+    s.__dict__["placement"] = devices.place("pi3", tree)
+    assert s.placement.on_device
+    return s
+
+
+@pytest.mark.parametrize("spec, outcome", [(("bert-large", "fp32", 128), "xfail"), (("tiny-bert", "fp32", 64), "fail")])
+def test_a_model_larger_than_the_budget_is_never_loaded_on_the_device(tmp_path, monkeypatch, spec, outcome):
+    """Issue 9: the CI matrix loaded BERT-Large fp32 (1.3 GB) in-process on a 1 GB Pi 3. Now it is reported as
+    does-not-fit (expected for a large model on a Pi 3: xfail; a compact one not fitting fails) and never loaded."""
+    import types
+
+    from edgemodels import measure, runtime, suite
+
+    s = _on_a_pi3(tmp_path)
+    big = types.SimpleNamespace(**vars(_fake_artifact(tmp_path)))
+    big.size_bytes = 1_337_968_828
+    s.artifact = lambda c: big
+
+    def never(*a, **kw):
+        raise AssertionError("loaded a model that cannot fit the device")
+
+    monkeypatch.setattr(runtime, "load", never)
+    monkeypatch.setattr(measure, "peak_rss_of_run", never)
+    c = suite.Case(*spec)
+    for ask in (s.memory, s.throughput_runner, s.device_run):
+        with pytest.raises((pytest.xfail.Exception, pytest.fail.Exception)) as err:
+            ask(c)
+        assert isinstance(err.value, pytest.xfail.Exception) == (outcome == "xfail")
+        assert "does not fit" in str(err.value) and "1276 MiB" in str(err.value) and "not loaded" in str(err.value)
+    row = s.report.row(c.model, c.quant, c.seq_label)
+    assert row.fits is False and row.memory_budget_bytes == s.profile.memory_budget_bytes
+
+
+def test_compat_on_the_device_without_an_export_compares_with_nothing(tmp_path, monkeypatch):
+    """Issue 9: on the Pi, the Pi's own run was compared with itself and that side labelled "x86"."""
+    import types
+
+    import numpy as np
+
+    from edgemodels import runtime, suite
+
+    s = _on_a_pi3(tmp_path)
+    s.artifact = lambda c: _fake_artifact(tmp_path)
+    s.feeds = lambda c, n=None: [{"input_ids": np.zeros((1, 64), np.int32)}] * 2
+    s.__dict__["eval_set"] = types.SimpleNamespace(
+        examples=[0, 1], sample=lambda n: types.SimpleNamespace(label_ids=lambda: np.array([0, 1])))
+    s.__dict__["host_runtime"] = ("tflite-runtime", "")
+    monkeypatch.setattr(runtime, "load", lambda *a, **kw: types.SimpleNamespace(
+        run=lambda f: np.array([[1.0, 0.0, 0.0]], np.float32), runtime_name="tflite-runtime", runtime_version="2.14.0"))
+    run = s.device_run(suite.Case("tiny-bert", "drq-compat", 64))
+    row = s.report.row("tiny-bert", "drq-compat", "64")
+    assert run.loads and run.method.startswith("measured here") and row.arm_method == run.method
+    assert run.max_abs_diff is None and row.arm_reference is None and row.x86_accuracy_sample is None
+    assert row.arm_accuracy == 0.5
 
 
 def test_bad_bench_options_do_not_stop_the_unit_tests_but_still_stop_the_bench(tmp_path):

@@ -223,7 +223,7 @@ def test_write_json_and_png(tmp_path):
     rep = _report()
     rep.row("tiny", "drq", "64").accuracy = 0.6  # accuracy without size: not in the scatter
     paths = rep.write(tmp_path / "out")
-    assert [p.name for p in paths] == ["report.json", "report.png"]
+    assert [p.name for p in paths] == ["report.json", "report.png", "pareto.png"]
     doc = json.loads(paths[0].read_text())
     assert len(doc["rows"]) == 3
     data = paths[1].read_bytes()
@@ -376,17 +376,23 @@ def test_committed_ci_baselines_pass_ci_gate_on_their_own_figures(device):
 
 
 def test_accuracy_baseline_is_per_machine(tmp_path):
-    """Why: training is bit-identical only on one CPU (MPNet CI: 73.0 % Xeon, 68.7 % EPYC); another CPU's
-    figure is neither a pass nor a regression of this one: the gate asks for this machine's baseline."""
+    """Why: training is bit-identical only on one CPU (MPNet CI: 73.0 % Xeon, 68.7 % EPYC). A machine with its
+    own baseline is gated at -0.5 pt; one without is compared with the lowest recorded machine at the looser
+    cross-machine tolerance (5 pt, above the measured 4.3 pt spread), says so, and still fails a real drop."""
     save_baseline(_one(acc=0.73), tmp_path, "xeon")
-    regs, _ = compare_baseline(_one(acc=0.6867), tmp_path, "epyc", metrics=("accuracy",))
-    assert [(r.metric, r.baseline, r.current) for r in regs] == [("accuracy", None, 0.6867)]
+    regs, notes = compare_baseline(_one(acc=0.6867), tmp_path, "epyc", metrics=("accuracy",))
+    assert regs == []
+    assert any("no baseline from this machine (epyc" in n and "-5 pt" in n for n in notes)
+    regs, _ = compare_baseline(_one(acc=0.6799), tmp_path, "epyc", metrics=("accuracy",))
+    assert [(r.metric, r.baseline, r.current) for r in regs] == [("accuracy", 0.73, 0.6799)]
     assert "recorded only on xeon; this run is on epyc" in format_regressions(regs)
     save_baseline(_one(acc=0.6867), tmp_path, "epyc")
     assert compare_baseline(_one(acc=0.6867), tmp_path, "epyc", metrics=("accuracy",))[0] == []
     assert compare_baseline(_one(acc=0.73), tmp_path, "xeon", metrics=("accuracy",))[0] == []
     regs, _ = compare_baseline(_one(acc=0.70), tmp_path, "xeon", metrics=("accuracy",))
     assert [(r.baseline, r.current) for r in regs] == [(0.73, 0.70)]
+    regs, _ = compare_baseline(_one(acc=0.6807), tmp_path, "epyc", metrics=("accuracy",))  # own baseline: -0.5 pt
+    assert [(r.baseline, r.current) for r in regs] == [(0.6867, 0.6807)]
 
 
 def test_schema_1_baseline_accuracy_counts_as_its_machines(tmp_path):
@@ -394,8 +400,8 @@ def test_schema_1_baseline_accuracy_counts_as_its_machines(tmp_path):
            "inferences_per_s": 10.0, "method": "measured", "machine_id": "old-box"}
     baseline_path(tmp_path, "pi4").write_text(json.dumps({"schema": 1, "device": "pi4", "rows": [row]}))
     assert compare_baseline(_one(acc=0.8), tmp_path, "old-box", metrics=("accuracy",))[0] == []
-    regs, _ = compare_baseline(_one(acc=0.8), tmp_path, "new-box", metrics=("accuracy",))
-    assert [r.metric for r in regs] == ["accuracy"]
+    regs, _ = compare_baseline(_one(acc=0.74), tmp_path, "new-box", metrics=("accuracy",))
+    assert [r.metric for r in regs] == ["accuracy"]  # 6 pt below old-box's: beyond the cross-machine tolerance
 
 
 def test_corrupt_baseline_names_file(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgemodels import suite, train
-from edgemodels.suite import ALL_MODES, Case
+from edgemodels.suite import ALL_MODES, PAPER_MODES, Case
 
 
 def _has(scale: str, model: str, modes, seqs) -> list[str]:
@@ -17,9 +17,10 @@ def test_paper_scale_covers_issue_4_matrix():
     """BERT-Large fp32/drq; MobileBERT all modes; both pretrained encoders all modes; tweet lengths."""
     missing = (
         _has("paper", "bert-large", ("fp32", "drq"), (128, None))
-        + _has("paper", "mobilebert", ALL_MODES, (128,))
-        + _has("paper", "minilm-l6", ALL_MODES, (128,))
-        + _has("paper", "mpnet-base", ALL_MODES, (128,))
+        + _has("paper", "mobilebert", PAPER_MODES, (128,))
+        + _has("paper", "minilm-l6", PAPER_MODES, (128,))
+        + _has("paper", "mpnet-base", PAPER_MODES, (128,))
+        + _has("paper", "minilm-l6", suite.BEYOND_MODES, (128,))
         + _has("paper", "mobilebert", ("drq", "drq-compat"), (None,))
         + _has("paper", "minilm-l6", ("drq", "drq-compat"), (None,))
     )
@@ -165,8 +166,16 @@ def test_large_models_may_miss_memory_only_where_measured():
 
 def test_arm_tolerances_follow_the_measured_drift():
     """Why: int8 allowed 4.0 against a measured 2.7 (quantization error, not ARM drift), so drift went unseen."""
-    for mode in ALL_MODES:
+    assert set(PAPER_MODES) <= set(suite.ARM_DIFF_MEASURED)  # issue 12's modes: not yet measured on a Pi
+    for mode in suite.ARM_DIFF_MEASURED:
         ratio = suite.ARM_DIFF_TOLERANCE[mode] / suite.ARM_DIFF_MEASURED[mode]
         assert 2 <= ratio <= 5, (mode, ratio)
     assert suite.arm_diff_limit("int8", 0.3) == suite.ARM_DIFF_TOLERANCE["int8"]  # small logits: floor of 1
     assert suite.arm_diff_limit("drq", 4.0) == pytest.approx(4 * suite.ARM_DIFF_TOLERANCE["drq"])
+
+
+def test_ci_scale_adds_issue_12_modes_for_minilm_only():
+    ci = suite.get_scale("ci").cases
+    assert not _has("ci", "minilm-l6", suite.BEYOND_MODES, (128,))
+    assert {c.model for c in ci if c.quant in suite.BEYOND_MODES} == {"minilm-l6"}  # each costs CI minutes
+    assert set(ALL_MODES) >= set(suite.BEYOND_MODES) | set(PAPER_MODES)

@@ -55,7 +55,9 @@ def test_filters_accept_known_names_and_model_sources():
     ci = suite.get_scale("ci")
     plugin.check_filters(ci, "minilm-l6, mobilebert", "drq,int8")
     plugin.check_filters(ci, None, None)
-    plugin.check_filters(ci, "dir:/models/x,hf:org/name,tflite:/a.tflite", "drq")  # resolved elsewhere
+    plugin.check_filters(ci, "hf:org/name", "drq")  # a hub id is resolved when it builds
+    with pytest.raises(pytest.UsageError, match="/models/x does not exist"):
+        plugin.check_filters(ci, "dir:/models/x", "drq")  # parsed up front: one line, before anything builds
 
 
 # ---------------------------------------------------------------- pytest-benchmark's table, -ra reasons

@@ -1,0 +1,281 @@
+"""`edgemodels export` and `pytest bench/ --artifacts DIR`: the device's bench with no workstation link.
+
+Real components: a smoke-scale export (tiny-bert trained from scratch on a 60-row CSV, converted by TF 2.21),
+read back by `pytest bench/` in a fresh venv with only the device side (`.[device,device-bench]`: numpy,
+psutil, ai-edge-litert, pytest; no TensorFlow, transformers or tokenizers installed, so none can be
+imported), and the Pi 3 flavour: the x86 build of tflite-runtime 2.14 (numpy<2), which really refuses
+TF 2.21's drq files. The venvs are built once and kept under the temp dir, keyed by pyproject.toml's hash
+(pip takes a minute); the export's builds live in a per-machine cache under the temp dir (content-addressed,
+sha256-verified on every hit), so a re-run pays only for the bench subprocesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli_subprocess, write_tiny_csv
+from edgemodels import export
+from edgemodels.export import Export, ExportError, ExportRequest
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE_SIDE_ONLY = ("tensorflow", "transformers", "tokenizers", "tf_keras")
+
+
+def _missing(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {why}")
+    pytest.skip(why)
+
+
+def device_venv(extras: str) -> Path:
+    """A venv with only `.[extras]` (no build side), kept between sessions under a name hashed from
+    pyproject.toml, this Python's version and the extras (the pattern of tests/test_remote.device_python)."""
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode() + extras.encode()).hexdigest()[:12]
+    final = Path(tempfile.gettempdir()) / f"edgemodels-test-venv-{extras.replace(',', '+')}-{key}"
+    python, done = final / "bin" / "python", final / ".edgemodels-complete"
+    if done.exists():
+        return python
+    from filelock import FileLock
+
+    with FileLock(str(final) + ".lock"):
+        if done.exists():
+            return python
+        shutil.rmtree(final, ignore_errors=True)  # an interrupted build of ours (the marker comes last)
+        subprocess.run([sys.executable, "-m", "venv", str(final)], check=True)
+        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                              f"{REPO}[{extras}]"], capture_output=True, text=True, timeout=900)
+        if pip.returncode != 0:
+            shutil.rmtree(final, ignore_errors=True)
+            _missing(f"cannot pip install .[{extras}] into a fresh venv (offline?): {pip.stderr[-300:]}")
+        done.write_text(f"pip install .[{extras}]\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def export_cache() -> Path:
+    """Per machine, not per user: content-addressed and verified on every hit, so sharing it is safe."""
+    return Path(tempfile.gettempdir()) / "edgemodels-test-export-cache"
+
+
+@pytest.fixture(scope="module")
+def csv_data(tmp_path_factory) -> str:
+    # The same bytes every session (a fixed path keeps the build cache's data key stable across sessions).
+    path = Path(tempfile.gettempdir()) / "edgemodels-test-export-data" / "tiny.csv"
+    write_tiny_csv(path, n=600)  # 540 train / 60 validation: enough for tiny-bert to beat the majority class
+    return f"csv:{path}"
+
+
+def _export(device: str, out: Path, data: str, cache: Path) -> Export:
+    pytest.importorskip("tensorflow")
+    from edgemodels.cache import ArtifactCache
+
+    return export.export(ExportRequest(device=device, scale="smoke", data=data), out, ArtifactCache(cache))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, csv_data, export_cache) -> Export:
+    return _export("desktop", tmp_path_factory.mktemp("export") / "desktop", csv_data, export_cache)
+
+
+def _bench_tree(tmp: Path) -> Path:
+    """What a Pi user copies: bench/, the root conftest.py and pytest.ini, and the edgemodels package."""
+    tree = tmp / "checkout"
+    for name in ("bench", "edgemodels"):
+        shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("conftest.py", "pytest.ini"):
+        shutil.copy(REPO / name, tree / name)
+    return tree
+
+
+def _run_bench(python: Path, tree: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "EDGEMODELS_"))}
+    env.update(PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1", EDGEMODELS_CACHE=str(tree / "no-cache"))
+    return subprocess.run([str(python), "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--scale=smoke",
+                           f"--report-dir={tree / 'report'}", *args],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+
+
+# ------------------------------------------------------------------------------------------ the export
+
+
+def test_export_holds_artifacts_feeds_references_and_digests(exported, csv_data):
+    idx = exported.index
+    assert idx["format"] == export.FORMAT and idx["device"] == "desktop" and idx["scale"] == "smoke"
+    assert idx["data"]["spec"] == csv_data and idx["data"]["fingerprint"] and idx["labels"]
+    assert {"tensorflow", "transformers", "edgemodels"} <= set(idx["libs"])
+    assert set(exported.case_ids()) == {"tiny-bert-fp32-64", "tiny-bert-drq-64", "tiny-bert-drq-compat-64",
+                                        "tiny-bert-drq-dynamic"}
+    on_disk = {p.relative_to(exported.root).as_posix() for p in exported.root.rglob("*") if p.is_file()}
+    assert on_disk - {export.INDEX} == set(idx["files"])  # every file has its sha256, nothing unlisted
+    for rel, digest in idx["files"].items():
+        assert export.sha256_file(exported.root / rel) == digest
+
+
+def test_exported_feeds_are_the_tokenizers_ids_and_the_reference_is_x86(exported, csv_data, export_cache):
+    """The device needs no tokenizer: the ids must be exactly what the workstation's tokenizer gives."""
+    from edgemodels import data, evaluate, runtime
+    from edgemodels.cache import ArtifactCache
+    from edgemodels.pipeline import BuildRequest, build
+    from edgemodels.suite import get_scale
+
+    spec = data.parse_spec(csv_data)
+    ds = data.load(spec, spec.evaluation_split)
+    scale = get_scale("smoke")
+    art = build(BuildRequest("tiny-bert", "drq", csv_data, 64, scale.train_config("tiny-bert"), from_scratch=True),
+                ArtifactCache(export_cache))
+    assert exported.ids("tiny-bert-drq-64") == evaluate.encode_dataset(ds, art.tokenizer_dir, 64)
+    assert exported.labels("tiny-bert-drq-64").tolist() == ds.label_ids().tolist()
+    model = runtime.load(exported.artifact("tiny-bert-drq-64").tflite, runtime="ai-edge-litert", num_threads=1)
+    feeds = exported.feeds("tiny-bert-drq-64", exported.compat_n)
+    ref = np.concatenate([model.run(f) for f in feeds])
+    np.testing.assert_array_equal(exported.reference_outputs("tiny-bert-drq-64"), ref)
+    assert "exported from" in exported.reference_label
+
+
+def test_export_refuses_a_directory_that_is_not_an_export(tmp_path, csv_data, export_cache):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(ExportError, match="not an earlier edgemodels export"):
+        _export("desktop", mine, csv_data, export_cache)
+    assert (mine / "thesis.tex").read_text() == "precious" and sorted(os.listdir(mine)) == ["thesis.tex"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mine")]  # no temp dir left behind
+
+
+def test_re_export_replaces_an_earlier_export_atomically(tmp_path, exported, csv_data, export_cache):
+    out = tmp_path / "again"
+    shutil.copytree(exported.root, out)
+    (out / "stale.txt").write_text("from before")
+    again = _export("pi4", out, csv_data, export_cache)
+    assert again.device == "pi4" and not (out / "stale.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name != "again"]  # temp and old dirs gone
+
+
+def test_export_cli_prints_what_it_wrote(tmp_path, csv_data, export_cache, exported):
+    out = tmp_path / "cli-export"
+    proc = run_cli_subprocess("export", "--device", "pi4", "--scale", "smoke", "--data", csv_data, "--cache",
+                              str(export_cache), str(out), "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["device"] == "pi4" and doc["scale"] == "smoke" and len(doc["cases"]) == 4
+    assert doc["files"] == 13  # 4 x (model, manifest, reference) + 1 feeds file shared by the 4 cases
+    assert Export.open(out, device="pi4", scale="smoke").index["data"]["fingerprint"] == \
+        exported.index["data"]["fingerprint"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--models", "nope"), "--models: 'nope' not in the smoke scale's matrix; valid: tiny-bert"),
+    (("--device", "pi9"), "invalid choice: 'pi9'"),
+])
+def test_export_cli_bad_input_is_one_line(tmp_path, args, message):
+    argv = ["export", "--device", "pi3", "--scale", "smoke", *args, str(tmp_path / "out")]
+    proc = run_cli_subprocess(*argv)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1500:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_cli_refuses_a_non_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = run_cli_subprocess("export", "--device", "pi3", "--scale", "smoke", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "not empty and not an earlier edgemodels export" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_dir_is_named(tmp_path):
+    with pytest.raises(ExportError, match=f"--artifacts {tmp_path / 'nope'}: no such directory"):
+        Export.open(tmp_path / "nope", device="pi4", scale="smoke")
+
+
+def test_an_export_for_another_device_or_scale_names_both(exported):
+    with pytest.raises(ExportError) as err:
+        Export.open(exported.root, device="pi3", scale="smoke")
+    msg = str(err.value)
+    assert "exported for --device=desktop --scale=smoke" in msg and "--device=pi3" in msg and "\n" not in msg
+    with pytest.raises(ExportError, match="--scale=smoke.*--scale=ci"):
+        Export.open(exported.root, device="desktop", scale="ci")
+
+
+def test_a_tampered_file_is_refused_naming_it(tmp_path, exported):
+    copy = tmp_path / "copy"
+    shutil.copytree(exported.root, copy)
+    feeds = copy / exported.entry("tiny-bert-fp32-64")["feeds"]
+    raw = bytearray(feeds.read_bytes())
+    raw[-40] ^= 1
+    feeds.write_bytes(bytes(raw))
+    with pytest.raises(ExportError, match=f"{feeds}: sha256 .* does not match the export index"):
+        Export.open(copy, device="desktop", scale="smoke")
+    # A model is verified when its case first loads it (BERT-Large's 1.3 GB is not hashed up front).
+    shutil.rmtree(copy)
+    shutil.copytree(exported.root, copy)
+    model = copy / "cases" / "tiny-bert-drq-64" / "model.tflite"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    opened = Export.open(copy, device="desktop", scale="smoke")
+    with pytest.raises(ExportError, match=f"{model}: sha256"):
+        opened.artifact("tiny-bert-drq-64")
+
+
+def test_bench_stops_at_once_on_a_bad_export(tmp_path, exported):
+    """A usage error (pytest's exit status 4) on one line naming both devices, before anything runs."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--device=pi4",
+                           "--scale=smoke", f"--artifacts={exported.root}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 4, proc.stdout[-1500:] + proc.stderr[-1500:]  # pytest's usage-error status
+    assert "exported for --device=desktop --scale=smoke" in proc.stderr and "--device=pi4" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ on the "device"
+
+
+@pytest.mark.slow
+def test_bench_runs_from_the_export_with_no_tensorflow(tmp_path, exported):
+    python = device_venv("device,device-bench")
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u, json; print(json.dumps("
+                            f"[m for m in {list(DEVICE_SIDE_ONLY)!r} if u.find_spec(m)]))"],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(probe.stdout) == []  # nothing of the build side exists in this venv: none can be imported
+    tree = _bench_tree(tmp_path)
+    proc = _run_bench(python, tree, "--device=desktop", f"--artifacts={exported.root}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "passed" in proc.stdout and "failed" not in proc.stdout
+    report = json.loads((tree / "report" / "report.json").read_text())
+    assert report["machine"]["artifacts"]["device"] == "desktop"
+    rows = report["rows"]
+    assert len(rows) == 4
+    for r in rows:
+        assert r["method"] == "measured" and r["inferences_per_s"] > 0 and r["threads"] >= 1
+        assert r["accuracy"] is not None and r["peak_rss_bytes"] > 0 and r["arm_loads"]
+        assert r["arm_method"].startswith("measured here") and "exported from" in r["arm_reference"]
+        assert r["arm_max_abs_diff"] is not None
+    assert not (tree / "no-cache" / "tflite").exists()  # nothing was built there
+    assert (tree / "report" / "report.json").exists() and not (tree / "report" / "report.png").exists()
+
+
+@pytest.mark.slow
+def test_pi3_runtime_refuses_drq_as_an_expected_outcome(tmp_path, csv_data, export_cache):
+    """tflite-runtime 2.14 (the last a 32-bit Pi 3 installs; here its x86 build) refuses TF 2.21's drq: the
+    memory, accuracy, throughput and compat suites xfail it with the runtime's reason instead of failing."""
+    python = device_venv("device-pi3,device-bench")
+    pi3 = _export("pi3", tmp_path / "pi3", csv_data, export_cache)
+    tree = _bench_tree(tmp_path)
+    proc = _run_bench(python, tree, "--device=pi3", f"--artifacts={pi3.root}", "-rxs")
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    assert "XFAIL bench/test_memory.py::test_memory_fits[tiny-bert-drq-64]" in out
+    assert "tflite-runtime 2.14.0 refuses it (expected: TF 2.21 writes per-channel FULLY_CONNECTED v12" in out
+    assert "XFAIL bench/test_compat.py::test_device_runtime[tiny-bert-drq-64]" in out
+    rows = {r["mode"] + "-" + r["seq"]: r for r in json.loads((tree / "report" / "report.json").read_text())["rows"]}
+    assert rows["drq-compat-64"]["arm_loads"] and rows["drq-64"]["arm_loads"] is False
+    assert rows["drq-compat-64"]["runtime"] is None  # off the Pi, tflite-runtime's x86 timing is not projected

@@ -1,0 +1,67 @@
+"""edgemodels.modes: one immutable record per quantization mode, and the views the rest of the suite reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgemodels import convert, modes, suite
+from edgemodels.errors import EdgeModelsError
+
+
+def test_registry_is_immutable_and_each_mode_has_one_producer():
+    with pytest.raises(TypeError):
+        modes.MODES["int2"] = modes.MODES["w4"]  # type: ignore[index]
+    for name, m in modes.MODES.items():
+        assert m.name == name
+        assert (m.converter is None) != (m.recipe is None), name
+        if m.recipe is not None:  # a recipe quantizes another mode's file: that mode is a converter mode
+            assert modes.get(m.source).converter is not None and modes.get(m.source).prune_vocab == m.prune_vocab
+        assert m.min_compression >= 1 and m.drop_tolerance_pts >= 0 and m.arm_diff_tolerance > 0
+    with pytest.raises(ValueError, match="exactly one of converter and recipe"):
+        modes.QuantMode("bad", "both", converter=modes.ConverterOptions(), recipe=modes.QuantizerRecipe(4),
+                        source="fp32")
+
+
+def test_unknown_mode_is_a_user_error_naming_the_valid_ones():
+    with pytest.raises(EdgeModelsError, match="unknown quantization mode 'int2'; valid: fp32, drq"):
+        modes.get("int2")
+
+
+def test_suite_views_follow_the_registry():
+    for name, m in modes.MODES.items():
+        assert suite.MODE_DROP_TOLERANCE_PTS[name] == m.drop_tolerance_pts
+        assert suite.MODE_MIN_COMPRESSION[name] == m.min_compression
+        assert suite.ARM_DIFF_TOLERANCE[name] == m.arm_diff_tolerance
+        assert convert.MODES[name] == m.description
+    assert suite.ALL_MODES == tuple(modes.MODES)
+
+
+def test_converter_modes_add_nothing_to_cache_keys():
+    """Their key dicts predate the registry: the committed accuracy baselines are keyed on them."""
+    for name in modes.PAPER_MODES:
+        assert modes.get(name).key_parts() == {}
+    assert modes.get("w4").key_parts() == {"recipe": modes.get("w4").recipe.label, "source_mode": "fp32"}
+
+
+def test_expected_refusals_come_from_the_registry():
+    pi3 = ("tflite-runtime", "2.14.0")
+    assert "INT4" in suite.expected_refusal(*pi3, "w4") and "INT4" in suite.expected_refusal(*pi3, "pruned-w4")
+    assert suite.expected_refusal(*pi3, "w8") is None  # measured: loads and runs on the 2.14 wheel
+    assert suite.expected_refusal("ai-edge-litert", "2.3.0", "w4") is None
+    for m in modes.MODES.values():  # what a refusing runtime should use instead is itself not refused there
+        for r in m.refusals:
+            assert r.instead in modes.MODES and suite.expected_refusal(r.runtime, r.version, r.instead) is None
+
+
+def test_deployable_modes_are_the_speed_candidates():
+    assert suite.Case("minilm-l6", "pruned-w4").candidate and suite.Case("minilm-l6", "w8").candidate
+    assert not suite.Case("minilm-l6", "pruned-fp32").candidate and not suite.Case("minilm-l6", "fp16").candidate
+
+
+def test_claim_caveat_says_why_a_run_cannot_test_the_claim():
+    # The CI budget on built-in data, MiniLM beating an under-trained MPNet by 7 points (issue 12 item 6).
+    why = suite.claim_caveat("ci", "builtin", True, 0.73, 0.8017, 0.6567)
+    assert "RepLab" in why and "reduced training budget" in why and "under-trained" in why and "7.17" in why
+    assert suite.claim_caveat("paper", "replab", True, 0.776, 0.747, 0.595) is None  # a real test of the claim
+    assert "random init" in suite.claim_caveat("paper", "replab", False, 0.33, 0.747, 0.595)
+    assert "majority" in suite.claim_caveat("paper", "replab", True, 0.59, 0.55, 0.595)

@@ -31,5 +31,5 @@ def test_device_runtime(bench, case):
         tol = suite.arm_diff_limit(case.quant, result.x86_max_abs)
         assert result.max_abs_diff <= tol, (
             f"{case.id}: logits on {result.method} differ from the same file's x86 outputs by "
-            f"{result.max_abs_diff:.4g} > {tol:.4g} ({suite.ARM_DIFF_TOLERANCE[case.quant]:g} x max(1, largest "
+            f"{result.max_abs_diff:.4g} > {tol:.4g} ({suite.arm_diff_tolerance(case.quant):g} x max(1, largest "
             f"|x86 logit| {result.x86_max_abs:.3g}) for {case.quant})")

@@ -1,4 +1,4 @@
-"""`python -m edgemodels`: data stats, build, evaluate, claims, cache, info.
+"""`python -m edgemodels`: data stats, build, evaluate, measure, export, claims, cache, info.
 
 Every command prints a human summary, or one JSON object with --json (the contract scripts rely on).
 Errors in the user's input exit with status 2 and a message naming what to fix; no traceback.
@@ -193,12 +193,15 @@ def cmd_evaluate(args) -> int:
 
     tflite = Path(args.tflite.removeprefix("tflite:"))
     if not tflite.is_file():
-        raise FileNotFoundError(f"{tflite}: no such file; pass a .tflite built by `edgemodels build` (its path is "
-                                "in the build's JSON as \"tflite\")")
+        raise OptionError(f"{tflite}: no such file; pass a .tflite built by `edgemodels build` (its path is in "
+                          "the build's JSON as \"tflite\"), or your own with --tokenizer DIR and --labels a,b,c")
     labels = sources.parse_labels(args.labels) if args.labels else None
     if args.tokenizer:
         tok_dir, max_length, pad = Path(args.tokenizer), args.max_length, args.pad_id
         labels = labels or sources.manifest_labels(tflite)
+        if labels is None:  # never assume a foreign model's output order
+            raise OptionError(f"{tflite}: no edgemodels manifest beside it names its classes; pass --labels a,b,c "
+                              "in the order of the model's outputs")
     elif (tflite.parent / "manifest.json").is_file() or not (tflite.parent / pipeline.TOKENIZER_DIR).is_dir():
         mf = pipeline.manifest_for(tflite)
         tok_dir, max_length, pad = tflite.parent / pipeline.TOKENIZER_DIR, mf["max_length"], mf["pad_id"]
@@ -332,10 +335,9 @@ def cmd_measure(args) -> int:
     """Time a .tflite here or on a remote device: one fresh worker for latency, another for peak RSS."""
     from edgemodels import targets
 
-    tflite = Path(args.tflite)
+    tflite = Path(args.tflite.removeprefix("tflite:"))
     if not tflite.is_file():
-        print(f"edgemodels: error: --tflite {tflite}: no such file", file=sys.stderr)
-        return 2
+        raise OptionError(f"--tflite {tflite}: no such file")
     try:
         with targets.from_options(args.remote, identity=args.remote_identity, python=args.remote_python,
                                   dir=args.remote_dir, known_hosts=args.remote_known_hosts,
@@ -517,11 +519,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edgemodels.convert import ConversionError
-    from edgemodels.data import DataError, default_spec
-    from edgemodels.models import WeightsError
-    from edgemodels.report import ReportError
-    from edgemodels.runtime import ModelLoadError, RuntimeUnavailable
+    from edgemodels import progress
+    from edgemodels.data import default_spec
 
     args = parser().parse_args(argv)
     _set_quiet(args)
@@ -530,13 +529,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_options(args)
         if getattr(args, "json", False):
+            bars_were = os.environ.get(progress.ENV)
+            os.environ[progress.ENV] = "0"  # a script reads the output: no bars (build stages, evaluate)
             # Progress (Keras, converters) goes to stderr so stdout holds exactly one JSON object.
             real_stdout = sys.stdout
-            with contextlib.redirect_stdout(sys.stderr):
-                args.emit_to = real_stdout
-                return args.func(args)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    args.emit_to = real_stdout
+                    return args.func(args)
+            finally:  # main() may be called in-process (tests, a notebook): leave the environment as found
+                if bars_were is None:
+                    os.environ.pop(progress.ENV, None)
+                else:
+                    os.environ[progress.ENV] = bars_were
         return args.func(args)
-    except (EdgeModelsError, DataError, WeightsError, ModelLoadError, RuntimeUnavailable, ConversionError,
-            ReportError, FileNotFoundError, ValueError) as exc:
+    except EdgeModelsError as exc:  # the user's input: one line, exit 2; anything else is a bug (traceback)
         print(f"edgemodels: error: {exc}", file=sys.stderr)
         return 2

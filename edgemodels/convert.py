@@ -15,12 +15,13 @@ from typing import Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from edgemodels import modes
+from edgemodels.errors import EdgeModelsError
 
 MODES: Mapping[str, str] = MappingProxyType({name: m.description for name, m in modes.MODES.items()})
 """Mode name -> one-line description (a view of edgemodels.modes.MODES, the registry)."""
 
 
-class ConversionError(RuntimeError):
+class ConversionError(EdgeModelsError, RuntimeError):
     pass
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from edgemodels.errors import EdgeModelsError
 
 MiB = 1024**2
 
@@ -130,7 +131,7 @@ tflite-runtime 2.14's x86 wheel runs MobileBERT drq-compat 40-50x slower than ai
 file (390-530 ms vs 10 ms), so a projection from it would be ~40x too low."""
 
 
-class ProjectionRefused(ValueError):
+class ProjectionRefused(EdgeModelsError, ValueError):
     """The host figure cannot be projected (wrong runtime); the message says why and what to run instead."""
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgemodels import LABELS
 from edgemodels import cache as cache_mod
-from edgemodels import convert, data, models, modes, sources
+from edgemodels import convert, data, models, modes, progress, sources
 from edgemodels.train import TrainConfig
 
 TFLITE_NAME = "model.tflite"
@@ -167,7 +167,8 @@ def saved_model(req: BuildRequest, base: cache_mod.Entry, store: cache_mod.Artif
         from transformers import TFAutoModelForSequenceClassification
 
         model = TFAutoModelForSequenceClassification.from_pretrained(str(base.file("weights")))
-        convert.export_saved_model(model, tmp / "savedmodel", req.seq)
+        with progress.stage(f"SavedModel {req.source.slug} seq {req.seq_label}"):
+            convert.export_saved_model(model, tmp / "savedmodel", req.seq)
         return {"model": req.model, "seq": req.seq_label}
 
     return store.get_or_build(key, build)
@@ -208,7 +209,8 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
                 sample = _calibration_set(req)
                 ids = models.encode(tok, sample.texts(), req.seq or req.train.max_length)
                 representative = convert.representative_feeds(ids, req.seq, models.pad_id(tok))
-            blob = convert.convert(sm.file("savedmodel"), req.quant, representative)
+            with progress.stage(f"convert {req.source.slug} {req.quant} seq {req.seq_label}"):
+                blob = convert.convert(sm.file("savedmodel"), req.quant, representative)
         (tmp / TFLITE_NAME).write_bytes(blob)
         shutil.copytree(base.file(TOKENIZER_DIR), tmp / TOKENIZER_DIR)
         info = convert.inspect(blob)
@@ -236,7 +238,7 @@ def manifest_for(tflite: Path) -> dict[str, Any]:
     """The manifest beside a cached .tflite (how `evaluate --tflite` finds its tokenizer and length)."""
     mf = Path(tflite).parent / cache_mod.MANIFEST
     if not mf.is_file():
-        raise FileNotFoundError(
+        raise cache_mod.CacheError(
             f"{tflite}: no {cache_mod.MANIFEST} beside it; pass the .tflite from `edgemodels build` "
             "(its directory holds the tokenizer) or name one with --tokenizer DIR and --max-length N"
         )

@@ -42,8 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="comma-separated models to keep from the scale's matrix, e.g. minilm-l6,mobilebert "
                      "(a name not in it is an error listing the valid ones)")
     g.addoption("--modes", default=None,
-                help="comma-separated quantization modes to keep: fp32, drq, drq-compat, fp16, int8 "
-                     "(those in the scale's matrix)")
+                help=f"comma-separated quantization modes to keep: {', '.join(suite.ALL_MODES)} "
+                     "(those in the scale's matrix; a dir:/hf: model is built in each)")
+    g.addoption("--tokenizer", default=None, metavar="DIR",
+                help="for --models tflite:PATH: the model's tokenizer directory (default: tokenizer/ beside the file)")
+    g.addoption("--labels", default=None, metavar="A,B,...",
+                help="for --models tflite:PATH: its class names in output order (default: an edgemodels "
+                     "manifest.json beside it)")
     g.addoption("--max-examples", type=int, default=None,
                 help="override the scale's training budget (examples); for shrunk-budget experiments")
     g.addoption("--report-dir", default=Path("bench-report"), type=Path,
@@ -163,8 +168,13 @@ def _configure_bench(config: pytest.Config) -> None:
             data.parse_spec(spec)
         except data.DataError as exc:
             raise pytest.UsageError(f"--data: {exc}") from None
-    check_filters(suite.get_scale(config.getoption("--scale")), config.getoption("--models"),
-                  config.getoption("--modes"), named_sources)
+    ready = check_filters(suite.get_scale(config.getoption("--scale")), config.getoption("--models"),
+                          config.getoption("--modes"), named_sources, tokenizer=config.getoption("--tokenizer"),
+                          labels=config.getoption("--labels"))
+    if ready and exported is not None:
+        raise pytest.UsageError(f"--models {', '.join(ready)}: --artifacts runs only what the export holds; bench a "
+                                "ready .tflite without --artifacts (copy it and its tokenizer/ to the device)")
+    ready = {spec: _open_ready(src, config) for spec, src in ready.items()}
     os.environ.setdefault(quiet.ENV, "1")  # runtimes' start-up lines off; EDGEMODELS_QUIET=0 shows them
     if config.getoption("--remote"):
         from edgemodels import targets
@@ -176,6 +186,17 @@ def _configure_bench(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = BenchSession(config, device, spec, exported)
     config.stash[SESSION_KEY].extra_devices = extra_devices
     config.stash[SESSION_KEY].named_sources = named_sources
+    config.stash[SESSION_KEY].ready = MappingProxyType(ready)
+
+
+def _open_ready(src, config: pytest.Config):
+    """A tflite: source opened once at start-up (its length and mode decide its case); a bad file is a usage error."""
+    from edgemodels import sources
+
+    try:
+        return sources.open_tflite(src, runtime_name=config.getoption("--runtime"))
+    except sources.SourceError as exc:
+        raise pytest.UsageError(f"--models: {exc}") from None
 
 
 def _open_export(config: pytest.Config, device: str):
@@ -203,23 +224,27 @@ MODEL_SOURCE_PREFIXES = ("dir:", "hf:", "tflite:")
 """--models entries that name a model source rather than a registry model; checked where they are resolved."""
 
 
-def check_filters(scale: suite.Scale, models: str | None, modes: str | None, named=None) -> None:
+def check_filters(scale: suite.Scale, models: str | None, modes: str | None, named=None, *,
+                  tokenizer: str | None = None, labels: str | None = None) -> dict:
     """A misspelt --models/--modes name is a usage error listing the valid ones (it used to collect `[NOTSET]`).
 
-    Model sources (dir:/hf:, or names a conftest.py added) are parsed here: a bad one is a one-line usage error."""
+    Model sources (dir:/hf:/tflite:, or names a conftest.py added) are parsed here: a bad one is a one-line usage
+    error. Returns the tflite: sources by the --models entry that names them (--tokenizer/--labels apply to them)."""
     asked_models = _csv(models)
     sources = {m for m in asked_models if m.startswith(MODEL_SOURCE_PREFIXES) or m in (named or {})}
     asked_models -= sources
+    ready = {}
     for m in sorted(sources):
         from edgemodels import sources as sources_mod
 
         try:
-            src = sources_mod.parse(m, named=named)
+            src = sources_mod.parse(m, named=named, tokenizer=tokenizer, labels=labels)
         except sources_mod.SourceError as exc:
             raise pytest.UsageError(f"--models: {exc}") from None
         if src.kind == "tflite":
-            raise pytest.UsageError(f"--models {m}: a ready .tflite is not benchmarked by the suites yet; use "
-                                    "`python -m edgemodels evaluate --tflite ... --labels ...` and `measure --tflite`")
+            ready[m] = src
+    if (tokenizer or labels) and not ready:
+        raise pytest.UsageError("--tokenizer/--labels describe a ready .tflite: use them with --models tflite:PATH")
     asked_modes = _csv(modes)
     for opt, asked, field in (("--models", asked_models, "model"), ("--modes", asked_modes, "quant")):
         valid = list(dict.fromkeys(getattr(c, field) for c in scale.cases))
@@ -238,6 +263,7 @@ def check_filters(scale: suite.Scale, models: str | None, modes: str | None, nam
         raise pytest.UsageError(
             f"--models/--modes: no case of the {scale.name} scale is {'/'.join(sorted(asked_models)) or 'any model'} "
             f"in {'/'.join(sorted(asked_modes)) or 'any mode'}; its cases: {', '.join(c.id for c in scale.cases)}")
+    return ready
 
 
 class BenchSession:
@@ -247,6 +273,7 @@ class BenchSession:
 
     extra_devices: Mapping[str, devices.DeviceProfile] = MappingProxyType({})  # from pytest_edgemodels_add_devices
     named_sources: Mapping[str, str] = MappingProxyType({})  # from pytest_edgemodels_add_model_sources: name -> spec
+    ready: Mapping[str, Any] = MappingProxyType({})  # --models tflite: entry -> sources.ReadyTflite (used as it is)
 
     def __init__(self, config: pytest.Config, device: str, spec: str, exported=None):
         self.config = config
@@ -324,7 +351,8 @@ class BenchSession:
             return named
         if not found:
             pytest.exit(f"--remote: no TFLite runtime on {self.remote_identity.via}; install one there: "
-                        f"{self.config.getoption('--remote-python') or 'python3'} -m pip install 'edgemodels[device]'",
+                        f"{self.config.getoption('--remote-python') or 'python3'} -m pip install '.[device]' in a copy of the "
+                        "edgemodels repository (it is not on PyPI)",
                         returncode=2)
         return next(iter(found))
 
@@ -360,7 +388,18 @@ class BenchSession:
         return self.report.row(case.model, case.quant, case.seq_label)
 
     # -- artifacts (built lazily, cached on disk, memoised here) -------------------------------
+    def ready_file(self, case: suite.Case):
+        """The sources.ReadyTflite a tflite: case runs as it is, or None for a built (or exported) case."""
+        return next((r for r in self.ready.values() if r.source.spec == case.model), None)
+
     def artifact(self, case: suite.Case):
+        ready = self.ready_file(case) if case not in self._artifacts else None
+        if ready is not None:  # never built, never copied: the user's file, checked at start-up
+            self._artifacts[case] = ready
+            row = self.row(case)
+            row.size_bytes, row.pretrained = ready.size_bytes, ready.pretrained
+            row.notes.append(f"{ready.tflite.name} as it is (sha256 {ready.manifest['key']['digest'][:12]}); mode "
+                             + ("from its edgemodels manifest" if ready.mode != "as-is" else "not recorded"))
         if case not in self._artifacts and self.exported is not None:
             failed = self.exported.conversion_failure(case.id)
             if failed:
@@ -419,9 +458,10 @@ class BenchSession:
         rt = runtime_name or self.host_runtime[0]
         if (case, rt) not in self._accuracy and self.exported is not None:
             self.too_big_for_device(case, self.artifact(case), "accuracy")
+            self.crash_guard(case, rt)
             try:  # no memo: the device has no build cache; the exported ids are the tokenizer's, verbatim
                 self._accuracy[(case, rt)] = self.exported.accuracy(case.id, runtime_name=rt)
-            except runtime.ModelLoadError as exc:  # e.g. drq on a Pi 3's tflite-runtime 2.14
+            except RuntimeError as exc:  # e.g. drq on a Pi 3's tflite-runtime 2.14 (load), w4 there (first invoke)
                 self.runtime_refused(case, rt, exc)
         if (case, rt) not in self._accuracy:
             art = self.artifact(case)
@@ -431,15 +471,15 @@ class BenchSession:
                                                   "code": code_identity(*ACCURACY_CODE)})
 
             def compute() -> dict:
+                self.crash_guard(case, rt)
                 try:
                     acc = evaluate.evaluate(art.tflite, self.eval_set, tokenizer_dir=art.tokenizer_dir,
                                             max_length=art.manifest["max_length"], pad=art.manifest["pad_id"],
                                             labels=art.manifest.get("labels"),  # None (older builds): polarity
                                             runtime_name=rt)  # every host core; predictions do not
                     # depend on the thread or process count (tests/test_evaluate.py), so this is not --threads
-                except runtime.ModelLoadError as exc:  # e.g. drq on tflite-runtime 2.14 (the pi3 tox env)
-                    expected = suite.expected_refusal(rt, version, case.quant, case.model)
-                    (pytest.xfail if expected else pytest.fail)(str(exc))
+                except RuntimeError as exc:  # drq on tflite-runtime 2.14 (the pi3 tox env); w4 there at invoke
+                    self.runtime_refused(case, rt, exc)
                 return asdict(acc)
 
             result, _ = self.cache.memo_json(key, compute)
@@ -448,13 +488,45 @@ class BenchSession:
         return self._accuracy[(case, rt)]
 
     def runtime_refused(self, case: suite.Case, rt: str, exc: BaseException) -> None:
-        """`rt` refused the case's file: xfail where suite.py expects it (drq on tflite-runtime 2.14), else fail."""
+        """`rt` refused the case's file: xfail where suite.py expects it (drq on tflite-runtime 2.14), else fail.
+
+        A refusal is a load failure (runtime.ModelLoadError) or, for a case the registry expects `rt` to refuse, a
+        RuntimeError when the loaded file is run (tflite-runtime 2.14 loads w4 and fails at the first invoke:
+        "Type not currently supported"). Any other error of an unexpected case is re-raised: it stays a failure."""
         from edgemodels import runtime
 
-        version = next((r.version for r in runtime.available() if r.name == rt), "unknown")
+        version = _installed_version(rt)
         why = suite.expected_refusal(rt, version, case.quant, case.model)
-        (pytest.xfail if why else pytest.fail)(f"{case.id}: {rt} {version} refuses it"
-                                               f"{f' (expected: {why})' if why else ''}: {exc}")
+        if not why and not isinstance(exc, runtime.ModelLoadError):
+            raise exc
+        at = "refuses it" if isinstance(exc, runtime.ModelLoadError) else "loads it, then fails to run it"
+        self.row(case).notes.append(f"{rt} {version} {at}")
+        (pytest.xfail if why else pytest.fail)(f"{case.id}: {rt} {version} {at}"
+                                               f"{f' (expected: {why})' if why else ''}: {_one_line(exc)}")
+
+    def crash_guard(self, case: suite.Case, rt: str) -> None:
+        """Where the registry expects `rt` to crash on this case (MobileBERT int8 on a Pi 3's tflite-runtime 2.14:
+        SIGSEGV), run it first in a child process, so the crash is the refusal (an xfail quoting it) instead of
+        the end of this pytest session. If the child runs it, the case goes on here, and test_compat fails it for
+        loading where a refusal is expected. Costs nothing for every other case."""
+        version = _installed_version(rt)
+        why = suite.expected_refusal(rt, version, case.quant, case.model)
+        if not why or not suite.refusal_is_crash(why):
+            return
+        probes = self.__dict__.setdefault("_crash_probes", {})
+        if (case, rt) not in probes:
+            from edgemodels import measure
+
+            art = self.artifact(case)
+            self.too_big_for_device(case, art)
+            res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=1, runs=1,
+                                          seq_len=case.seq or art.manifest["max_length"],
+                                          budget_bytes=self.profile.memory_budget_bytes)
+            probes[(case, rt)] = res.error
+        if probes[(case, rt)]:
+            self.row(case).notes.append(f"{rt} {version} fails on it in a child process")
+            pytest.xfail(f"{case.id}: {rt} {version} fails on it in a child process (expected: {why}): "
+                         f"{_one_line(probes[(case, rt)])}")
 
     def reference_fp32(self):
         """The largest model's fp32 artifact at seq 128: the 'ratio' column's denominator-of-record."""
@@ -476,6 +548,8 @@ class BenchSession:
         if defn.name == "checkpoint" and self.exported is not None:
             ckpt = self.exported.checkpoint_bytes("bert-large")
         elif defn.name == "checkpoint":
+            from edgemodels import pipeline
+
             req = pipeline.BuildRequest(model="bert-large", quant="fp32", data=self.data_spec,
                                         train=self.scale.train_config("bert-large"))
             ckpt = pipeline.training_checkpoint(req, self.cache).manifest["size_bytes"]
@@ -545,6 +619,7 @@ class BenchSession:
         art = self.artifact(case)
         self.too_big_for_device(case, art, "throughput")
         rt, note = self.host_runtime
+        self.crash_guard(case, rt)
         try:
             model = runtime.load(art.tflite, runtime=rt, num_threads=self.threads)
         except runtime.ModelLoadError as exc:
@@ -554,6 +629,10 @@ class BenchSession:
         if note:
             self.row(case).notes.append(note)
         feeds = self.feeds(case, 64)
+        try:  # one run before timing: a runtime that loads a file and fails at its first invoke refused it
+            model.run(feeds[0])
+        except RuntimeError as exc:
+            self.runtime_refused(case, rt, exc)
         state = {"i": 0}
 
         def run():
@@ -671,7 +750,10 @@ class BenchSession:
             res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=self.threads,
                                           seq_len=case.seq or art.manifest["max_length"],
                                           budget_bytes=self.profile.memory_budget_bytes)
-            if res.error and "ModelLoadError" in res.error:
+            expected_here = suite.expected_refusal(res.runtime or rt, res.runtime_version or _installed_version(rt),
+                                                   case.quant, case.model)
+            if res.error and ("ModelLoadError" in res.error
+                              or (expected_here and "exceeded budget" not in res.error)):  # or failed at invoke
                 # A child that fails prints no result line, so res.runtime_version is empty: the version is the
                 # installed one's (it was "", so drq on a Pi 3's tflite-runtime 2.14 hard-failed, issue 9).
                 version = res.runtime_version or next((r.version for r in runtime.available() if r.name == rt), "")
@@ -697,7 +779,7 @@ class BenchSession:
         target = emulation.TARGETS.get(self.device)
         remote = self.target is not None
         emulate = not self.placement.on_device and target is not None and not remote and self.exported is None
-        infer = case.compact and art.size_bytes <= suite.EMULATE_INFERENCE_MAX_BYTES
+        infer = (case.compact or self.ready_file(case) is not None) and art.size_bytes <= suite.EMULATE_INFERENCE_MAX_BYTES
         if self.measured_on_device:
             self.too_big_for_device(case, art, "compat")
             # a real device runs every size that fits; with an export there is an x86 reference for each
@@ -732,12 +814,17 @@ class BenchSession:
         else:
             rt = self.host_runtime[0]  # the device's own runtime where installed (on the device: its runtime)
             where = self._here_label()
+            self.crash_guard(case, rt)
             try:
                 m = runtime.load(art.tflite, runtime=rt, num_threads=self.threads)
-                outs = np.concatenate([m.run(f) for f in feeds]) if infer else None
-                result = DeviceRun(True, None, outs, where, f"{m.runtime_name} {m.runtime_version}")
             except runtime.ModelLoadError as exc:
                 result = DeviceRun(False, str(exc), None, where, rt)
+            else:
+                try:
+                    outs = np.concatenate([m.run(f) for f in feeds]) if infer else None
+                    result = DeviceRun(True, None, outs, where, f"{m.runtime_name} {m.runtime_version}")
+                except RuntimeError as exc:  # loaded, failed at invoke: a refusal (below)
+                    result = DeviceRun(True, str(exc), None, where, f"{m.runtime_name} {m.runtime_version}")
         if result.loads and infer and feeds and result.outputs is None and result.error:
             # Loaded, then failed on a feed (tflite-runtime 2.14 on int4: "Type not currently supported" at the
             # first invoke): the runtime cannot run the file, which is what a refusal is to test_compat.
@@ -759,7 +846,8 @@ class BenchSession:
                 row.arm_max_abs_diff, row.arm_reference = result.max_abs_diff, reference
                 row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
         elif result.loads and not infer:
-            row.notes.append("emulated: load only (inference too slow under emulation for this size)")
+            row.notes.append("emulated: load only (inference too slow under emulation for this size)" if emulate
+                             else "compat: load only (no inference run for this model)")
         self._device_runs[case] = result
         return result
 
@@ -808,13 +896,16 @@ class BenchSession:
         """The user's models (--models dir:/hf:/a conftest.py name): each asked mode (default fp32 and drq) at
         the scale's fixed length; Case.model holds the source's spec, which BuildRequest resolves."""
         specs = [self.named_sources.get(m, m) for m in sorted(keep_models)
-                 if m.startswith(MODEL_SOURCE_PREFIXES) or m in self.named_sources]
+                 if (m.startswith(MODEL_SOURCE_PREFIXES) or m in self.named_sources) and m not in self.ready]
+        # A ready .tflite is one case: the mode it was made in (or "as-is"), at its own input length; --modes
+        # does not apply (nothing is built).
+        files = tuple(suite.Case(r.source.spec, r.mode, r.seq) for r in self.ready.values())
         if not specs:
-            return ()
+            return files
         seqs = [c.seq for c in self.scale.cases if c.seq is not None]
         seq = max(set(seqs), key=seqs.count) if seqs else 128
         modes = [m for m in suite.ALL_MODES if m in keep_modes] if keep_modes else ["fp32", "drq"]
-        return tuple(suite.Case(spec, q, seq) for spec in specs for q in modes)
+        return tuple(suite.Case(spec, q, seq) for spec in specs for q in modes) + files
 
     def case(self, model: str, quant: str, seq: int | None = 128) -> suite.Case | None:
         """A case of this run's matrix (None when the scale or the filters leave it out)."""
@@ -889,6 +980,11 @@ def _runtimes():
     from edgemodels import runtime
 
     return runtime.available()
+
+
+def _installed_version(rt: str) -> str:
+    """The version of runtime `rt` installed here ("unknown" when it is not)."""
+    return next((r.version for r in _runtimes() if r.name == rt), "unknown")
 
 
 def _csv(value: str | None) -> set[str]:

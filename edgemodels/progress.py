@@ -15,11 +15,14 @@ from typing import IO, Iterator
 from tqdm import tqdm
 
 _FALSE = ("", "0", "false", "no", "off")
+ENV = "EDGEMODELS_PROGRESS"  # "0": no bars in this process or its children
 
 
 def enabled(stream: IO | None = None, *, quiet: bool = False) -> bool:
     """Whether a bar would be drawn on `stream` (default stderr)."""
     if quiet or os.environ.get("CI", "").strip().lower() not in _FALSE:
+        return False
+    if os.environ.get(ENV, "1").strip().lower() in _FALSE:  # the CLI's --json turns bars off for the whole run
         return False
     stream = sys.stderr if stream is None else stream
     try:

@@ -30,7 +30,7 @@ MIN_TABLE_ELEMENTS = 1024
 """Smaller gathers (none in these models after constant folding) are left in fp32: nothing to gain."""
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(EdgeModelsError, RuntimeError):
     pass
 
 

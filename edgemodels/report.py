@@ -405,7 +405,7 @@ def claims_table(claims: Iterable[Claim], width: int = TABLE_WIDTH) -> str:
                 wrap=(0, 1, 2, 3, 4), width=width)
 
 
-class ReportError(ValueError):
+class ReportError(EdgeModelsError, ValueError):
     """A report.json that cannot be read back (names the file and the field)."""
 
 
@@ -702,11 +702,11 @@ def _load_baseline(path: Path, device: str) -> dict[tuple[str, str, str], dict]:
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"baseline {path} is not valid JSON ({e}); {fix}") from e
+        raise ReportError(f"baseline {path} is not valid JSON ({e}); {fix}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-        raise ValueError(f"baseline {path}: expected an object with a 'rows' list; {fix}")
+        raise ReportError(f"baseline {path}: expected an object with a 'rows' list; {fix}")
     if doc.get("device") not in (None, device):
-        raise ValueError(f"baseline {path} is for device {doc.get('device')!r}, not {device!r}; {fix}")
+        raise ReportError(f"baseline {path} is for device {doc.get('device')!r}, not {device!r}; {fix}")
     out: dict[tuple[str, str, str], dict] = {}
     # Schema 1 kept one accuracy per row, saved in one run: a row without a throughput (no machine_id)
     # was measured on the machine its file's other rows name.
@@ -714,7 +714,7 @@ def _load_baseline(path: Path, device: str) -> dict[tuple[str, str, str], dict]:
     file_machine = max(set(ids), key=ids.count) if ids else "unknown"
     for i, r in enumerate(doc["rows"]):
         if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("model", "mode", "seq")):
-            raise ValueError(f"baseline {path}: rows[{i}] lacks string fields model/mode/seq; {fix}")
+            raise ReportError(f"baseline {path}: rows[{i}] lacks string fields model/mode/seq; {fix}")
         if "accuracy_by_machine" not in r and r.get("accuracy") is not None:
             r = {**r, "accuracy_by_machine": {r.get("machine_id") or file_machine: r["accuracy"]}}
         out[_row_id(r["model"], r["mode"], r["seq"])] = r
@@ -778,7 +778,7 @@ def check_gate_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
     metrics = tuple(metrics)
     bad = [m for m in metrics if m not in GATE_METRICS]
     if bad or not metrics:
-        raise ValueError(f"--baseline-metrics: {', '.join(bad) or '(empty)'} not a gated metric; "
+        raise ReportError(f"--baseline-metrics: {', '.join(bad) or '(empty)'} not a gated metric; "
                          f"valid: {', '.join(GATE_METRICS)} (comma-separated)")
     return metrics
 

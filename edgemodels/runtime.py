@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from edgemodels.quiet import native_stderr
+from edgemodels.errors import EdgeModelsError
 
 RUNTIMES: tuple[str, ...] = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 """Preference order when no runtime is named."""
@@ -27,11 +28,11 @@ _MODULES = {
 }
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(EdgeModelsError, RuntimeError):
     """The named runtime is not installed here."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(EdgeModelsError, RuntimeError):
     """The runtime refused the file; the message quotes the runtime's own error."""
 
 

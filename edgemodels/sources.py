@@ -214,6 +214,87 @@ def manifest_labels(tflite: Path) -> tuple[str, ...] | None:
 
 
 # ----------------------------------------------------------------------------------------------
+# A tflite: source opened for the bench
+
+
+AS_IS = "as-is"
+"""The mode a tflite: source's row carries when nothing says how its file was made (no edgemodels manifest beside
+it). Not a registry mode: nothing builds it, so it has no tolerances of its own; the suites skip what needs them."""
+
+
+@dataclass
+class ReadyTflite:
+    """A ready .tflite as the bench uses it: the file itself (never built, never copied into the cache) and what
+    feeding and reading it needs. `manifest` has the fields the suites read from a built artifact's manifest; its
+    key digest is the file's sha256, so memoised results (accuracy) follow the file's content, not its path."""
+
+    source: ModelSource
+    tflite: Path
+    tokenizer_dir: Path
+    manifest: dict[str, Any]
+    mode: str  # the edgemodels manifest's mode when one beside it describes this very file, else AS_IS
+    seq: int | None  # the model's fixed input length, None for a dynamic-length model
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.manifest["size_bytes"])
+
+    @property
+    def pretrained(self) -> bool | None:
+        return self.manifest.get("pretrained")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.manifest["labels"])
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_tflite(src: ModelSource, *, runtime_name: str | None = None, default_length: int = 128) -> ReadyTflite:
+    """Read what a tflite: source is: its length from the model's input shape, its mode from an edgemodels manifest
+    beside it (only if that manifest's size is this file's: a manifest left beside another file says nothing about
+    it), its pad id from the manifest or the tokenizer. A file no runtime here loads is a SourceError."""
+    from edgemodels import models, modes, runtime
+
+    if src.kind != "tflite" or src.tokenizer is None or src.labels is None:
+        raise SourceError(f"model {src}: not a parsed tflite: source (parse it with sources.parse)")
+    path = Path(src.ref)
+    try:
+        fixed = runtime.load(path, runtime=runtime_name).fixed_length
+    except runtime.ModelLoadError as exc:
+        raise SourceError(f"model spec {src.spec!r}: no TFLite runtime here loads it: "
+                          f"{' '.join(str(exc).split())[:200]}") from None
+    size = path.stat().st_size
+    try:
+        beside = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        beside = None
+    ours = isinstance(beside, dict) and beside.get("size_bytes") == size and beside.get("quant") in modes.MODES
+    beside = beside if ours else {}
+    pad = beside.get("pad_id")
+    if pad is None:
+        pad = models.pad_id(models.load_tokenizer(src.tokenizer))
+    mode = str(beside["quant"]) if ours else AS_IS
+    manifest = {
+        "key": {"digest": _sha256(path)}, "size_bytes": size, "quant": mode, "source": src.spec, "used_as_is": True,
+        "max_length": int(fixed or beside.get("max_length") or default_length), "pad_id": int(pad),
+        "labels": list(src.labels),
+        # A user's shipped model is evaluated as what it is: the accuracy suite asserts it beats the majority class.
+        "trained": bool(beside.get("trained", True)), "pretrained": beside.get("pretrained"),
+        **{k: beside[k] for k in ("params", "weight_bytes", "model", "ops") if k in beside},
+    }
+    return ReadyTflite(src, path, src.tokenizer, manifest, mode, fixed)
+
+
+# ----------------------------------------------------------------------------------------------
 # Weights for dir: and hf: sources
 
 

@@ -41,7 +41,8 @@ DEFAULT_REMOTE_DIR = ".cache/edgemodels/remote"
 """Relative to the remote user's home."""
 
 CONNECT_TIMEOUT_S = 10.0
-PIP_DEVICE = "pip install 'edgemodels[device]'  (32-bit Pi 3: 'edgemodels[device-pi3]')"
+PIP_DEVICE = ("pip install '.[device]' in a copy of the edgemodels repository, which is not on PyPI  "
+              "(32-bit Pi 3: '.[device-pi3]')")
 
 
 class TargetError(EdgeModelsError):

@@ -6,14 +6,13 @@ cores this is several times faster than padding everything to 128.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edgemodels import LABELS, models
+from edgemodels import LABELS, models, progress
 from edgemodels.data import Dataset
 
 _BUCKETS = (16, 24, 32, 48, 64, 96)
@@ -121,7 +120,7 @@ def fine_tune(model, tokenizer, train: Dataset, validation: Dataset, cfg: TrainC
     hist = model.fit(
         train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[stop],
         class_weight=_class_weights(y_train, len(train.labels)) if cfg.class_weights else None,
-        verbose=1 if sys.stderr.isatty() else 2,
+        verbose=1 if progress.enabled() else 2,  # Keras's own bar (rate, ETA) where someone watches; else a line an epoch
     )
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}

@@ -136,8 +136,11 @@ def test_evaluate_non_tflite_file_exits_2_naming_it(built, tiny_csv, tmp_path):
     # a stray file with an explicit tokenizer
     stray = tmp_path / "stray.tflite"
     stray.write_bytes(b"\x00" * 64)
+    _assert_user_error(["evaluate", "--tflite", str(stray), "--tokenizer", str(art / "tokenizer"),
+                        "--labels", "negative,neutral,positive", *data], str(stray), "not a TFLite FlatBuffer")
+    # ... whose output order nobody named: never assumed
     _assert_user_error(["evaluate", "--tflite", str(stray), "--tokenizer", str(art / "tokenizer"), *data],
-                       str(stray), "not a TFLite FlatBuffer")
+                       str(stray), "--labels")
     # a stray file without a manifest beside it
     _assert_user_error(["evaluate", "--tflite", str(stray), *data], str(stray))
 

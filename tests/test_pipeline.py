@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEQ, write_tiny_csv
+from edgemodels.errors import EdgeModelsError
 from edgemodels import cache, data, evaluate, models, pipeline, train
 from edgemodels.pipeline import BuildRequest
 
@@ -70,7 +71,7 @@ def test_build_request_validates_names():
 def test_manifest_for_a_bare_file_names_it(tmp_path):
     f = tmp_path / "m.tflite"
     f.write_bytes(b"x")
-    with pytest.raises(FileNotFoundError, match=rf"{f}: no manifest\.json"):
+    with pytest.raises(EdgeModelsError, match=rf"{f}: no manifest\.json"):
         pipeline.manifest_for(f)
 
 

@@ -418,3 +418,34 @@ def test_edge_cache_naming_a_file_is_a_usage_error(tmp_path):
     out = _collect(f"--edge-cache={f}")
     assert out.returncode == pytest.ExitCode.USAGE_ERROR and "Traceback" not in out.stderr
     assert f"{f}: is a file, not a directory" in out.stderr
+
+
+def test_an_invoke_failure_is_the_refusal_only_where_one_is_expected(tmp_path, monkeypatch):
+    """tflite-runtime 2.14 loads w4 and fails at the first invoke with a plain RuntimeError: for a case the
+    registry expects it to refuse that is the refusal (xfail quoting it); for any other case it stays an error."""
+    from edgemodels import plugin, suite
+
+    s = _session(tmp_path, device="pi3")
+    monkeypatch.setattr(plugin, "_installed_version", lambda rt: "2.14.0")  # the Pi 3's runtime, not installed here
+    invoke = RuntimeError("Type not currently supported. Node number 5 (EMBEDDING_LOOKUP) failed to invoke.")
+    with pytest.raises(pytest.xfail.Exception, match="loads it, then fails to run it .expected: tflite-runtime 2.14"):
+        s.runtime_refused(suite.Case("minilm-l6", "w4"), "tflite-runtime", invoke)
+    with pytest.raises(RuntimeError, match="Type not currently supported"):
+        s.runtime_refused(suite.Case("minilm-l6", "w8"), "tflite-runtime", invoke)
+
+
+def test_crashing_refusals_are_known_as_such():
+    """MobileBERT int8's Pi 3 refusal is a SIGSEGV: the bench runs it in a child first (BenchSession.crash_guard)."""
+    from edgemodels import suite
+
+    assert suite.refusal_is_crash(suite.expected_refusal("tflite-runtime", "2.14.0", "int8", "mobilebert"))
+    assert not suite.refusal_is_crash(suite.expected_refusal("tflite-runtime", "2.14.0", "drq", "mobilebert"))
+
+
+def test_modes_help_lists_every_registered_mode():
+    from edgemodels import modes
+
+    out = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    text = " ".join(out.stdout.split())
+    assert all(m in text for m in modes.MODES) and "--tokenizer" in text and "--labels" in text

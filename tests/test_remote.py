@@ -552,7 +552,7 @@ def test_bench_over_ssh_rows_are_measured_on_the_remote(sshd, device_python, tmp
     rows = report["rows"]
     assert rows and all(r["method"] == "measured" and r["inferences_per_s"] > 0 and r["threads"] >= 1
                         and r["peak_rss_bytes"] > 0 and r["arm_loads"] for r in rows)
-    assert all(f"throughput measured on " in " ".join(r["notes"]) and via in " ".join(r["notes"]) for r in rows)
+    assert all("throughput measured on " in " ".join(r["notes"]) and via in " ".join(r["notes"]) for r in rows)
 
 
 @pytest.mark.slow

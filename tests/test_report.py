@@ -367,7 +367,8 @@ def test_committed_ci_baselines_pass_ci_gate_on_their_own_figures(device):
         rep = Report(device, {})
         for b in rows:
             r = rep.row(b["model"], b["mode"], b["seq"])
-            r.accuracy, r.size_bytes = baseline_accuracies(b).get(mid), b["size_bytes"]
+            accs = baseline_accuracies(b)  # a row recorded only on other CPUs: the figure recorded there
+            r.accuracy, r.size_bytes = accs.get(mid, min(accs.values()) if accs else None), b["size_bytes"]
         regs, _ = compare_baseline(rep, path, mid, metrics=("accuracy", "size"))
         assert regs == []
     rep.row("minilm-l6", "drq", "128").accuracy = None  # the accuracy test skipped: the gate notices

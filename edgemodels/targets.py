@@ -31,6 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from edgemodels.cache import sha256_file
 from edgemodels.errors import EdgeModelsError
 
 WORKER_MODULE = "edgemodels.arm_worker"
@@ -199,14 +200,6 @@ def worker_closure() -> list[str]:
                 mods = [a.name.split(".")[1] for a in node.names if a.name.startswith("edgemodels.")]
             todo += [f"{m}.py" for m in mods if (pkg / f"{m}.py").is_file()]
     return sorted(seen)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Target:

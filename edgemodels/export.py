@@ -158,7 +158,7 @@ class Export:
     @property
     def reference_label(self) -> str:
         r = self.index["reference"]
-        return f"x86 reference exported from {self.built_on} ({r['runtime']} {r['runtime_version']})"
+        return f"{self.index['built_on']['arch']} reference exported from {self.built_on} ({r['runtime']} {r['runtime_version']})"
 
     def case_ids(self) -> tuple[str, ...]:
         return tuple(self.index["cases"])

@@ -287,6 +287,7 @@ class BenchSession:
         self._conversion_failures: dict[suite.Case, str] = {}  # expected ones, met this session
         self._device_runs: dict[suite.Case, DeviceRun] = {}  # compat, throughput and memory all ask
         self._accuracy: dict[tuple[suite.Case, str], Any] = {}
+        self._crash_probes: dict[tuple[suite.Case, str], str | None] = {}  # crash_guard's child-process verdicts
 
     # -- where and how -------------------------------------------------------------------------
     @cached_property
@@ -513,7 +514,7 @@ class BenchSession:
         why = suite.expected_refusal(rt, version, case.quant, case.model)
         if not why or not suite.refusal_is_crash(why):
             return
-        probes = self.__dict__.setdefault("_crash_probes", {})
+        probes = self._crash_probes
         if (case, rt) not in probes:
             from edgemodels import measure
 
@@ -741,7 +742,6 @@ class BenchSession:
         if self.target is not None:
             res = self._remote_memory(case)
         else:
-            from edgemodels import runtime
 
             self.skip_if_device_refuses(case)
             art = self.artifact(case)
@@ -750,14 +750,12 @@ class BenchSession:
             res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=self.threads,
                                           seq_len=case.seq or art.manifest["max_length"],
                                           budget_bytes=self.profile.memory_budget_bytes)
-            expected_here = suite.expected_refusal(res.runtime or rt, res.runtime_version or _installed_version(rt),
-                                                   case.quant, case.model)
+            # A child that fails prints no result line, so res.runtime_version is empty: the version is the
+            # installed one's (it was "", so drq on a Pi 3's tflite-runtime 2.14 hard-failed, issue 9).
+            version = res.runtime_version or _installed_version(rt)
+            why = suite.expected_refusal(res.runtime or rt, version, case.quant, case.model)
             if res.error and ("ModelLoadError" in res.error
-                              or (expected_here and "exceeded budget" not in res.error)):  # or failed at invoke
-                # A child that fails prints no result line, so res.runtime_version is empty: the version is the
-                # installed one's (it was "", so drq on a Pi 3's tflite-runtime 2.14 hard-failed, issue 9).
-                version = res.runtime_version or next((r.version for r in runtime.available() if r.name == rt), "")
-                why = suite.expected_refusal(res.runtime or rt, version, case.quant, case.model)
+                              or (why and "exceeded budget" not in res.error)):  # or failed at invoke
                 self.row(case).notes.append(f"memory: {rt} {version} cannot load it")
                 (pytest.xfail if why else pytest.fail)(
                     f"{case.id}: {rt} {version} refuses it{f' (expected: {why})' if why else ''}: {res.error}")

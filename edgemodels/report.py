@@ -922,7 +922,10 @@ def pareto_rows(rows: list[Row]) -> list[ParetoRow]:
     acc = [r for r in sized if r.accuracy is not None]
     spd = [r for r in sized if r.inferences_per_s is not None]
     acc_front = {id(r) for r, f in zip(acc, pareto_front([(r.size_bytes, r.accuracy) for r in acc])) if f}
-    spd_front = {id(r) for r, f in zip(spd, pareto_front([(r.size_bytes, r.inferences_per_s) for r in spd])) if f}
+    spd_front: set[int] = set()  # one front per method: a projected figure never pushes a measured one off it
+    for method in {r.method for r in spd}:
+        same = [r for r in spd if r.method == method]
+        spd_front |= {id(r) for r, f in zip(same, pareto_front([(r.size_bytes, r.inferences_per_s) for r in same])) if f}
     return [ParetoRow(r.model, r.mode, r.seq, int(r.size_bytes), r.accuracy, r.inferences_per_s, r.method,
                       large / r.size_bytes if large else None, id(r) in acc_front, id(r) in spd_front)
             for r in sorted(sized, key=lambda r: r.size_bytes)]

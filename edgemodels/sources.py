@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from edgemodels.cache import sha256_file
 from edgemodels.errors import EdgeModelsError
 
 KINDS = ("registered", "dir", "hf", "tflite")
@@ -248,16 +249,6 @@ class ReadyTflite:
         return tuple(self.manifest["labels"])
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def open_tflite(src: ModelSource, *, runtime_name: str | None = None, default_length: int = 128) -> ReadyTflite:
     """Read what a tflite: source is: its length from the model's input shape, its mode from an edgemodels manifest
     beside it (only if that manifest's size is this file's: a manifest left beside another file says nothing about
@@ -284,7 +275,7 @@ def open_tflite(src: ModelSource, *, runtime_name: str | None = None, default_le
         pad = models.pad_id(models.load_tokenizer(src.tokenizer))
     mode = str(beside["quant"]) if ours else AS_IS
     manifest = {
-        "key": {"digest": _sha256(path)}, "size_bytes": size, "quant": mode, "source": src.spec, "used_as_is": True,
+        "key": {"digest": sha256_file(path)}, "size_bytes": size, "quant": mode, "source": src.spec, "used_as_is": True,
         "max_length": int(fixed or beside.get("max_length") or default_length), "pad_id": int(pad),
         "labels": list(src.labels),
         # A user's shipped model is evaluated as what it is: the accuracy suite asserts it beats the majority class.

@@ -43,7 +43,8 @@ class Case:
     @property
     def candidate(self) -> bool:
         """A compact model in a deployable mode (the paper's: dynamic-range quantized). Must meet the speed target."""
-        return self.compact and modes.get(self.quant).deployable
+        mode = modes.MODES.get(self.quant)  # a ready .tflite's "as-is" is in no registry record
+        return self.compact and mode is not None and mode.deployable
 
 
 def _cases(models: tuple[str, ...], quants: tuple[str, ...], seqs: tuple[int | None, ...]) -> tuple[Case, ...]:

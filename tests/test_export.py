@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -139,7 +140,8 @@ def test_exported_feeds_are_the_tokenizers_ids_and_the_reference_is_x86(exported
     feeds = exported.feeds("tiny-bert-drq-64", exported.compat_n)
     ref = np.concatenate([model.run(f) for f in feeds])
     np.testing.assert_array_equal(exported.reference_outputs("tiny-bert-drq-64"), ref)
-    assert "exported from" in exported.reference_label
+    assert exported.index["reference"]["runtime"] == "ai-edge-litert"
+    assert exported.reference_label.startswith(f"{platform.machine()} reference exported from ")
 
 
 def test_export_refuses_a_directory_that_is_not_an_export(tmp_path, csv_data, export_cache):

@@ -71,3 +71,14 @@ def test_old_reports_without_caveat_still_load(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps(doc))
     _, _, claims = report.load_claims(tmp_path)
     assert claims[0].caveat is None and claims[0].holds is True
+
+
+def test_speed_front_is_per_method():
+    """A projected figure (another machine's speed x a factor) must not push a measured one off the front."""
+    rep = report.Report("pi4", {})
+    for mode, size, ips, method in (("drq", 2_000_000, 50.0, "measured"), ("fp32", 8_000_000, 10.0, "measured"),
+                                    ("w4", 1_000_000, 90.0, "projected")):
+        r = rep.row("m", mode, "128")
+        r.size_bytes, r.inferences_per_s, r.method = size, ips, method
+    front = {p.mode: p.speed_front for p in report.pareto_rows(rep.rows())}
+    assert front == {"w4": True, "drq": True, "fp32": False}

@@ -7,6 +7,10 @@ that learned nothing) by at least MAJORITY_MARGIN_PTS; a data set or scale witho
 
 A model that has a pretrained source but ended up a random init FAILS here (with the install command); only
 a model with no pretrained source reachable skips (edgemodels.models.random_init_verdict says which).
+
+Known losses and claim misses are records in edgemodels/expected.py, applied at collection as strict xfail markers
+(edgemodels.plugin._mark_expected): the tests here simply assert, and a record whose outcome stops happening makes
+its test XPASS strictly, i.e. fail, saying to remove the record.
 """
 
 import pytest
@@ -22,7 +26,7 @@ FLOORS: dict[tuple[str, str, str, str], float] = {
     # fp16 80.8 %, drq 80.2 %, drq dynamic 81.0 %, drq-compat 79.0 %, int8 65.5 %; mpnet-base fp32 and drq
     # 73.0 % (MPNet is under-trained at this budget: it never predicts "negative").
     # Floors = the lowest measured value of the group - 3 points. int8 has no floor of its own: it predicts
-    # the majority class (a known loss, KNOWN_MODE_LOSSES), so it xfails against the model's floor.
+    # the majority class (a known loss, edgemodels/expected.py), so it xfails against the model's floor.
     # The same command on 2026-11-25 on a 2-core AMD EPYC VM: minilm-l6 the same within 0.5 point (fp32 and
     # drq identical), but mpnet-base fp32 and drq 68.7 %: training is bit-identical only on one CPU, and
     # under-trained MPNet is the model a CPU's float kernels move most. Its floor is therefore the majority
@@ -86,9 +90,6 @@ def test_accuracy_floor(bench, case):
         floor, why = floor_for(kind, bench.scale.name, case.model, case.quant, acc.majority_accuracy)
     except ValueError as exc:
         pytest.fail(str(exc))
-    known = KNOWN_MODE_LOSSES.get((kind, bench.scale.name, case.model, case.quant))
-    if known and not acc.accuracy > floor:
-        pytest.xfail(f"known loss ({known}); this run: {acc.accuracy:.4f} <= {floor:.4f} ({why})")
     assert acc.accuracy > floor, (
         f"{case.id}: accuracy {acc.accuracy:.4f} on {acc.n} examples, not above {floor:.4f} ({why}); "
         f"macro-F1 {acc.macro_f1:.4f}, runtime {acc.runtime} {acc.runtime_version}")
@@ -107,29 +108,7 @@ def test_drop_vs_fp32(bench, case):
     drop = 100 * (bench.accuracy(ref_case).accuracy - bench.accuracy(case).accuracy)
     bench.row(case).accuracy_delta_vs_fp32_pts = -drop  # the report's sign: negative = loss
     tol = suite.MODE_DROP_TOLERANCE_PTS[case.quant]
-    known = KNOWN_MODE_LOSSES.get((bench.data_kind, bench.scale.name, case.model, case.quant))
-    if known:
-        if drop <= tol:
-            pytest.fail(f"{case.id} is now within {tol} points ({drop:.2f}): remove it from KNOWN_MODE_LOSSES")
-        pytest.xfail(f"known loss ({known}); this run: {drop:.2f} points below {ref_case.id}")
     assert drop <= tol, f"{case.id}: {drop:.2f} points below {ref_case.id}; tolerance {tol} points for {case.quant}"
-
-
-# Measured outcomes where the paper's -4.1 points does NOT hold: (data kind, scale, large, compact) -> what was
-# measured. These are findings, not defects: the test xfails (strict) quoting them, the claims table says
-# "DOES NOT HOLD", and if a change makes the claim hold the run turns red to update this table.
-KNOWN_CLAIM_MISSES: dict[tuple[str, str, str, str], str] = {}
-
-# Modes measured to lose more than their tolerance, with the numbers (same rules as above).
-KNOWN_MODE_LOSSES: dict[tuple[str, str, str, str], str] = {
-    # pytest bench/ --device=desktop (scale ci, builtin), 2026-11-24: full-integer int8 collapses to the
-    # majority class (65.5 % vs fp32 80.8 %, majority 65.7 %): post-training int8 of softmax/layer-norm
-    # activations with 100 calibration tweets. Use drq for these models.
-    ("builtin", "ci", "minilm-l6", "int8"): "measured -15.3 points: int8 predicts the majority class",
-    # pytest bench/ --scale=paper --data replab:DIR, 2026-11-24: int8 32.7 % vs fp32 74.6 % (majority 59.5 %).
-    ("replab", "paper", "minilm-l6", "int8"): "measured -41.9 points: int8 falls below the majority class",
-    ("replab", "paper", "mpnet-base", "int8"): "measured -18.2 points: int8 predicts the majority class",
-}
 
 
 @pytest.mark.paper
@@ -144,13 +123,6 @@ def test_compact_vs_large(bench, large, compact):
     a_big, a_small = bench.accuracy(big), bench.accuracy(small)
     drop = 100 * (a_big.accuracy - a_small.accuracy)
     bench.report.add_claim(bench.claim_accuracy(large, compact, a_big, a_small, drop))
-    known = KNOWN_CLAIM_MISSES.get((bench.data_kind, bench.scale.name, large, compact))
-    if known:
-        if drop <= suite.PAPER_DROP_PTS:
-            pytest.fail(f"the paper's claim now holds ({drop:.2f} points): remove {large}/{compact} from "
-                        "KNOWN_CLAIM_MISSES")
-        pytest.xfail(f"known miss ({known}); this run: {compact} drq {a_small.accuracy:.4f} vs {large} fp32 "
-                     f"{a_big.accuracy:.4f}, {drop:.2f} points")
     assert drop <= suite.PAPER_DROP_PTS, (
         f"{compact} drq is {drop:.2f} points below {large} fp32 ({a_small.accuracy:.4f} vs {a_big.accuracy:.4f} "
         f"on {a_big.n} examples); the paper's figure is {suite.PAPER_DROP_PTS}")

@@ -3,13 +3,11 @@
 The budget is the device's RAM times the share an application may use (devices.py). Off the device the
 same runtime runs here in a child process and its peak RSS is compared with the device's budget; a
 child past 1.5x the budget is stopped (the budget is enforced, not crashed into). A large model that
-cannot fit (BERT-Large fp32 on a 1 GB Pi 3) is an expected outcome on the devices suite.py lists: xfail with
+cannot fit (BERT-Large fp32 on a 1 GB Pi 3) is an expected outcome on the devices edgemodels/expected.py lists: xfail with
 its numbers; anywhere else not fitting fails, large model or not.
 """
 
 import pytest
-
-from edgemodels import suite
 
 pytestmark = pytest.mark.memory
 
@@ -21,7 +19,7 @@ def test_memory_fits(bench, case):
            f"{res.budget_bytes / mib:.0f} MiB ({bench.profile.title}; runtime {res.runtime} {res.runtime_version})")
     if res.error and res.fits is False and "exceeded budget" not in res.error:
         pytest.fail(f"{msg}: the process failed: {res.error}")
-    expected = suite.expected_memory_miss(bench.device, case)
+    expected = bench.expected.memory_miss(bench.device, case)
     if not res.fits and expected:
-        pytest.xfail(f"does not fit (expected for a large model: {expected}): {msg}")
+        pytest.xfail(f"does not fit (expected for a large model: {expected.reason}): {msg}")
     assert res.fits, f"does not fit: {msg}"

@@ -39,19 +39,11 @@ def test_named_ratio(bench, ratio):
     assert value >= ratio.floor, f"{ratio.name} ratio {value:.1f}x < floor {ratio.floor}x ({detail})"
 
 
-# (data kind, scale) -> what was measured where the strict 160x is not reached (strict xfail quoting it; the run
-# turns red when it is reached, to update this table).
-KNOWN_STRICT_MISSES: dict[tuple[str, str], str] = {
-    # None known. Measured 2026-12-01 (scale ci, builtin, desktop): minilm-l6 pruned-w4 6,888,928 bytes, 194.2x,
-    # 77.5 % against mpnet-base fp32's 68.7-73.0 % (the claims table says why that comparison cannot test the claim).
-    # At the frequency floor 1 it was 8,395,088 bytes, 159.4x: edgemodels.modes.PRUNE_MIN_COUNT says why 5.
-}
-
-
 @pytest.mark.paper
 def test_strict_ratio(bench):
     """Issue 12: a deployable compact artifact >= 160x smaller than BERT-Large fp32 .tflite (strict: bytes over
-    bytes), whose accuracy is within 4.1 points of the large reference model's fp32, trained with the same budget."""
+    bytes), whose accuracy is within 4.1 points of the large reference model's fp32, trained with the same budget.
+    A known miss is a "strict-miss" record in edgemodels/expected.py (a strict xfail marker at collection)."""
     large_case = bench.case("bert-large", "fp32")
     if large_case is None:
         pytest.skip("needs bert-large fp32 in this run's matrix (the ratio's numerator)")
@@ -67,9 +59,9 @@ def test_strict_ratio(bench):
     for c in bench.cases():
         if not c.candidate or not bench.artifact(c).manifest.get("trained"):
             continue
-        why = suite.expected_refusal(bench.profile.runtime, bench.profile.runtime_version, c.quant, c.model)
-        if why:
-            refused[c.id] = why
+        refusal = bench.expected.refusal(bench.profile.runtime, bench.profile.runtime_version, c.quant, c.model)
+        if refusal is not None:
+            refused[c.id] = refusal.reason
             continue
         acc = bench.accuracy(c)
         drop = 100 * (ref_acc.accuracy - acc.accuracy)
@@ -90,13 +82,8 @@ def test_strict_ratio(bench):
              f"{ref_acc.accuracy:.4f} (Δ {-drop:+.2f} pt, n={acc.n}){left_out}",
         definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
                    "of the large reference's fp32 accuracy, among those the device's runtime is not known to refuse "
-                   "(suite.expected_refusal); its loading is checked by test_compat",
+                   "(edgemodels/expected.py); its loading is checked by test_compat",
         holds=ratio >= suite.STRICT_RATIO, caveat=bench.claim_caveat(ref.model, ref_acc, acc)))
-    known = KNOWN_STRICT_MISSES.get((bench.data_kind, bench.scale.name))
-    if known:
-        if ratio >= suite.STRICT_RATIO:
-            pytest.fail(f"the strict 160x now holds ({ratio:.1f}x, {case.id}): remove it from KNOWN_STRICT_MISSES")
-        pytest.xfail(f"known miss ({known}); this run: {ratio:.1f}x, {case.id} {size:,} bytes")
     if ratio < suite.STRICT_RATIO:  # an expected outcome where only this runtime's refusals stand in the way
         small_refused = [cid for cid in refused
                          if large_bytes / bench.artifact(next(c for c in bench.cases() if c.id == cid)).size_bytes

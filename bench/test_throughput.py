@@ -5,6 +5,7 @@ thread count (capped by the host's cores) with the device's runtime where it is 
 figure is *projected* with the device profile's speed factor (derivation in edgemodels/devices.py).
 Deployment candidates (compact models, dynamic-range quantized: what the paper deploys) must reach the
 device's target; the others are recorded and may miss it on a Pi (xfail with the figure, never a silent skip).
+Under `--benchmark-disable` nothing is timed: each case runs once (it must load and run) and skips, saying so.
 """
 
 import pytest
@@ -20,6 +21,9 @@ def test_throughput(bench, case, benchmark):
     else:
         run = bench.throughput_runner(case)  # skips/xfails with the runtime's own error if it cannot load
         benchmark.pedantic(run, warmup_rounds=1, rounds=bench.scale.throughput_rounds, iterations=1)
+        if benchmark.stats is None:  # --benchmark-disable: pytest-benchmark ran it once, untimed
+            pytest.skip(f"{case.id}: --benchmark-disable: the model loaded and ran once, untimed, so no throughput "
+                        "figure; run without --benchmark-disable to measure it")
         stats = measure.LatencyStats.from_samples(benchmark.stats.stats.data)
         result = bench.record_throughput(case, stats, benchmark.extra_info)
     target = bench.profile.target_inferences_per_s

@@ -45,7 +45,13 @@ def export_saved_model(model, out_dir: Path, seq: int | None) -> Path:
             kwargs["token_type_ids"] = tf.zeros_like(input_ids)
         return {"logits": model(**kwargs).logits}
 
-    tf.saved_model.save(model, str(out_dir), signatures={"serving_default": serve})
+    # Only the variables and the serving signature are saved, not the Keras model: saving the model traces every
+    # layer's call function, and the converter then works through that whole function library. Measured
+    # 2026-12-01 on MobileBERT (2-core Xeon): save 104 s -> 15 s of CPU, drq conversion 76 s -> 20 s, and the
+    # .tflite byte-identical (tests/test_convert.py checks the identity on tiny-bert).
+    holder = tf.Module()
+    holder.weights = list(model.variables)
+    tf.saved_model.save(holder, str(out_dir), signatures={"serving_default": serve})
     return out_dir
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemodels import LABELS, models, progress, runtime
+from edgemodels import LABELS, data, models, progress, runtime
 from edgemodels.convert import to_feeds
 from edgemodels.data import Dataset
 from edgemodels.errors import EdgeModelsError
@@ -253,6 +253,44 @@ def split_logits(model: runtime.TFLiteModel, ids: list[list[int]], pad: int, *, 
     return out, workers
 
 
+def evaluation_set(data_spec: str, n: int | None) -> Dataset:
+    """The evaluation split of `data_spec`, or its seeded stratified sample of `n` tweets (None/0: all of it).
+
+    The one choice of tweets the bench's accuracy suite scores (plugin.BenchSession.eval_set) and an export
+    pre-tokenizes (export.export), so a device scoring an export scores the workstation's tweets."""
+    spec = data.parse_spec(data_spec)
+    ds = data.load(spec, spec.evaluation_split)
+    return ds.sample(n) if n and len(ds.examples) > n else ds
+
+
+def load_planned(tflite: Path, *, runtime_name: str | None = None, threads: int | None = None,
+                 workers: int | None = None) -> tuple[runtime.TFLiteModel, Plan]:
+    """(the interpreter, the plan): `plan()` for the file's size, the model loaded at the plan's thread count."""
+    how = plan(Path(tflite).stat().st_size, workers=workers, threads=threads)
+    return runtime.load(tflite, runtime=runtime_name, num_threads=how.threads), how
+
+
+def evaluate_ids(model: runtime.TFLiteModel, how: Plan, ids: list[list[int]], y_true: np.ndarray, *, pad: int,
+                 data_labels: tuple[str, ...] | list[str], majority_accuracy: float,
+                 model_labels: tuple[str, ...] | list[str] | None = None, quiet: bool = False,
+                 name: str | None = None, started: float | None = None) -> Accuracy:
+    """Accuracy of already-tokenized `ids` (true class ids `y_true`, in `data_labels`' order) through `model`.
+
+    The scoring both sides share: evaluate() after tokenizing, export.Export.accuracy on an export's ids (a
+    device has no tokenizer). Predictions are mapped to the data's classes by name (to_data_ids); `started`:
+    the perf_counter the caller's timing began at (default: now), so `seconds` covers its loading too."""
+    start = time.perf_counter() if started is None else started
+    with progress.bar(len(ids), f"evaluate {(name or model.path.parent.name)[:24]}", unit="tweet",
+                      quiet=quiet) as bar:
+        out, used = split_logits(model, ids, pad, workers=how.workers, bar=bar, probe=how.auto)
+    data_labels = tuple(data_labels)
+    pred = to_data_ids(out.argmax(1).astype(np.int64), model_labels, data_labels, out.shape[1], model.path)
+    acc, f1, cm = scores(np.asarray(y_true, dtype=np.int64), pred, len(data_labels))
+    return Accuracy(acc, f1, len(ids), float(majority_accuracy), model.runtime_name, model.runtime_version,
+                    tuple(tuple(int(v) for v in r) for r in cm), workers=used, threads=how.threads,
+                    seconds=time.perf_counter() - start, labels=data_labels)
+
+
 def evaluate(
     tflite: Path,
     dataset: Dataset,
@@ -272,18 +310,11 @@ def evaluate(
     must know every class of the data; where the orders differ, predictions are mapped by name."""
     start = time.perf_counter()
     tflite = Path(tflite)
-    n = len(dataset.examples)
-    how = plan(tflite.stat().st_size, workers=workers, threads=threads)
-    model = runtime.load(tflite, runtime=runtime_name, num_threads=how.threads)
-    fixed, info = model.fixed_length, model.info
-    ids = encode_dataset(dataset, tokenizer_dir, fixed or max_length)
-    with progress.bar(n, f"evaluate {tflite.parent.name[:24]}", unit="tweet", quiet=quiet) as bar:
-        out, used = split_logits(model, ids, pad, workers=how.workers, bar=bar, probe=how.auto)
-    pred = to_data_ids(out.argmax(1).astype(np.int64), labels, dataset.labels, out.shape[1], tflite)
-    acc, f1, cm = scores(dataset.label_ids(), pred, len(dataset.labels))
-    return Accuracy(acc, f1, len(ids), dataset.majority_accuracy(), info.name, info.version,
-                    tuple(tuple(int(v) for v in r) for r in cm), workers=used, threads=how.threads,
-                    seconds=time.perf_counter() - start, labels=tuple(dataset.labels))
+    model, how = load_planned(tflite, runtime_name=runtime_name, threads=threads, workers=workers)
+    ids = encode_dataset(dataset, tokenizer_dir, model.fixed_length or max_length)
+    return evaluate_ids(model, how, ids, dataset.label_ids(), pad=pad, data_labels=dataset.labels,
+                        majority_accuracy=dataset.majority_accuracy(), model_labels=labels, quiet=quiet,
+                        name=tflite.parent.name, started=start)
 
 
 def check_labels(model_labels, data_labels, tflite: Path | str = "the model") -> None:

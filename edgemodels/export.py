@@ -232,24 +232,17 @@ class Export:
 
     def accuracy(self, case_id: str, *, runtime_name: str | None, threads: int | None = None,
                  workers: int | None = None, quiet: bool = True):
-        """evaluate.evaluate() on the exported ids: the same plan, interpreter and scores, no tokenizer."""
-        from edgemodels import evaluate, progress, runtime
+        """evaluate.evaluate() on the exported ids (evaluate.evaluate_ids: the same plan, run and scores); no tokenizer."""
+        from edgemodels import evaluate
 
         start = time.perf_counter()
         art = self.artifact(case_id)
         ids, labels = self._load_feeds(case_id)
-        how = evaluate.plan(art.tflite.stat().st_size, workers=workers, threads=threads)
-        model = runtime.load(art.tflite, runtime=runtime_name, num_threads=how.threads)
-        with progress.bar(len(ids), f"evaluate {case_id[:24]}", unit="tweet", quiet=quiet) as bar:
-            out, used = evaluate.split_logits(model, ids, int(art.manifest["pad_id"]), workers=how.workers, bar=bar,
-                                              probe=how.auto)
-        data_labels = tuple(self.index["labels"])
-        pred = evaluate.to_data_ids(out.argmax(1).astype(np.int64), art.manifest.get("labels"), data_labels,
-                                    out.shape[1], art.tflite)  # by class name, as evaluate() does
-        acc, f1, cm = evaluate.scores(labels, pred, len(data_labels))
-        return evaluate.Accuracy(acc, f1, len(ids), float(self.index["eval"]["majority_accuracy"]), model.runtime_name,
-                                 model.runtime_version, tuple(tuple(int(v) for v in r) for r in cm), workers=used,
-                                 threads=how.threads, seconds=time.perf_counter() - start, labels=data_labels)
+        model, how = evaluate.load_planned(art.tflite, runtime_name=runtime_name, threads=threads, workers=workers)
+        return evaluate.evaluate_ids(model, how, ids, labels, pad=int(art.manifest["pad_id"]),
+                                     data_labels=tuple(self.index["labels"]),
+                                     majority_accuracy=float(self.index["eval"]["majority_accuracy"]),
+                                     model_labels=art.manifest.get("labels"), quiet=quiet, name=case_id, started=start)
 
     def summary(self) -> dict[str, Any]:
         i = self.index
@@ -326,7 +319,7 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
     from dataclasses import replace
 
     from edgemodels import cache as cache_mod
-    from edgemodels import convert, data, devices, evaluate, pipeline, runtime, suite
+    from edgemodels import convert, data, devices, evaluate, expected, pipeline, runtime, suite
     from edgemodels.convert import ConversionError
 
     out = Path(out).expanduser().absolute()
@@ -343,9 +336,7 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
         raise ExportError("export needs ai-edge-litert (or tensorflow) here for the x86 reference outputs: "
                           "pip install ai-edge-litert")
 
-    ds = data.load(spec, spec.evaluation_split)
-    n = scale.eval_examples
-    eval_set = ds.sample(n) if n and len(ds.examples) > n else ds
+    eval_set = evaluate.evaluation_set(req.data, scale.eval_examples)  # the tweets the bench's accuracy suite scores
     samples = {str(k): _positions(eval_set, eval_set.sample(k)) for k in {scale.emulation_examples, THROUGHPUT_SAMPLE}
                if k < len(eval_set.examples)}
     compat = np.asarray(samples.get(str(scale.emulation_examples), range(len(eval_set.examples))), dtype=np.int64)
@@ -362,16 +353,18 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
             if req.max_examples:
                 cfg = replace(cfg, max_examples=req.max_examples)
             breq = pipeline.BuildRequest(model=case.model, quant=case.quant, data=req.data, seq=case.seq, train=cfg,
-                                         from_scratch=scale.from_scratch)
+                                         from_scratch=scale.from_scratch,
+                                         teacher_train=pipeline.teacher_config(case.model, scale.train_config,
+                                                                               max_examples=req.max_examples))
             entry: dict[str, Any] = {"model": case.model, "quant": case.quant, "seq": case.seq_label}
             log(f"export: {case.id}: building (cached)")
             try:
                 art = pipeline.build(breq, store)
             except ConversionError as exc:
-                expected = suite.expected_conversion_failure(case)
-                if not expected:
+                known = expected.conversion_failure(case)  # built-in records: an export runs no conftest.py
+                if known is None:
                     raise
-                entry["conversion_failure"] = f"{case.id} does not convert: {expected} ({str(exc).splitlines()[0][:160]})"
+                entry["conversion_failure"] = f"{case.id} does not convert: {known.reason} ({str(exc).splitlines()[0][:160]})"
                 entries[case.id] = entry
                 continue
             d = tmp / "cases" / case.id

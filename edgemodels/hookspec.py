@@ -15,7 +15,14 @@ every implementation's answer is merged (a name given twice is a usage error nam
     def pytest_edgemodels_add_model_sources():
         return {"my-classifier": "dir:/models/my-classifier"}
 
-then ``pytest bench/ --device=jetson --models my-classifier --data csv:mine.csv``.
+    def pytest_edgemodels_add_expected_outcomes():
+        from edgemodels.expected import Expected
+
+        return [Expected("loss", "measured -6.1 points on mine.csv (2026-12-02): int8 of my-classifier",
+                         tests=("test_drop_vs_fp32",), data="csv", model="my-classifier", mode="int8")]
+
+then ``pytest bench/ --device=jetson --models my-classifier --data csv:mine.csv``: the matching test is a strict
+xfail quoting the reason, and turns into a failure (XPASS strict) once the loss stops, so the record gets removed.
 """
 
 from __future__ import annotations
@@ -39,3 +46,13 @@ def pytest_edgemodels_add_devices():
 def pytest_edgemodels_add_model_sources():
     """Return a mapping name -> model spec ('dir:PATH', 'hf:ORG/NAME', 'tflite:PATH', or a
     `edgemodels.sources.ModelSource`) that --models may then name, e.g. {"mine": "dir:/models/mine"}."""
+
+
+@hookspec
+def pytest_edgemodels_add_expected_outcomes():
+    """Return `edgemodels.expected.Expected` records, merged with the built-in ones (edgemodels/expected.py).
+
+    Records of kind "loss", "claim-miss" or "strict-miss" name their test function(s) in `tests` and become strict
+    xfail markers on the bench tests they match at collection (only a failing assertion is the expected outcome);
+    "refusal", "memory" and "conversion" records apply at run time wherever the case is met. A hook's record wins
+    over a built-in one that matches as specifically. A value that is not an Expected is a usage error."""

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
@@ -44,6 +44,19 @@ class ModelSpec:
     expected_params: int | None = None  # with a len(LABELS)-class head
     tokenizer_from: str | None = None  # a spec whose tokenizer is the same vocabulary, for random init
     description: str = ""
+    # Distillation (issue 12): a record with a teacher is trained on its labels and the teacher's logits; its
+    # weights are `weights_from`'s (a local weights directory may hold them under either name).
+    teacher: str | None = None
+    weights_from: str | None = None
+
+    def key(self) -> dict[str, Any]:
+        """The spec's part of a trained key: the fields added for distillation only where set, so every
+        undistilled record's key stays byte-identical to the one its cached entries were built under."""
+        out = asdict(self) | {"config": dict(self.config)}
+        return {k: v for k, v in out.items() if k not in _OPTIONAL_KEY_FIELDS or v is not None}
+
+
+_OPTIONAL_KEY_FIELDS = ("teacher", "weights_from")
 
 
 _BERT_BASE = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu")
@@ -88,6 +101,19 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({
         ),
     )
 })
+
+
+def _distilled(student: ModelSpec, teacher: str, description: str) -> ModelSpec:
+    """`student`'s record (weights, hub id, config) under a new name, trained from `teacher`'s logits."""
+    return replace(student, name=f"{student.name}-kd", teacher=teacher, weights_from=student.name,
+                   description=description)
+
+
+REGISTRY = MappingProxyType({**REGISTRY, **{s.name: s for s in (
+    _distilled(REGISTRY["minilm-l6"], "mpnet-base",
+               "MiniLM-L6 distilled from fine-tuned MPNet-base (its labels and the teacher's logits)."),
+    _distilled(REGISTRY["tiny-bert"], "tiny-bert", "tiny-bert distilled from a tiny-bert teacher (tests, smoke runs)."),
+)}})
 
 
 def get(name: str) -> ModelSpec:
@@ -148,7 +174,8 @@ def _has_tokenizer(d: Path | None) -> bool:
 
 
 def _from_local(spec: ModelSpec, weights_dir: Path) -> Weights:
-    d = weights_dir / spec.name if (weights_dir / spec.name).is_dir() else weights_dir
+    named = [weights_dir / n for n in (spec.name, spec.weights_from) if n and (weights_dir / n).is_dir()]
+    d = named[0] if named else weights_dir
     check_weights_dir(d)
     if not _has_tokenizer(d):  # every build copies the tokenizer into its artifact; say so now, by name
         raise WeightsError(

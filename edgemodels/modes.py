@@ -54,6 +54,7 @@ class Refusal:
     reason: str
     model: str | None = None  # only this model (None: every model)
     instead: str | None = None  # the mode that runtime should use
+    crash: bool = False  # the runtime crashes (a signal, not an error): the bench runs the case in a child first
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,12 @@ _MODES: tuple[QuantMode, ...] = (
     QuantMode("int8", "full-integer quantization with a representative set drawn from the training data "
                       "(float fallback where an op has no int8 kernel)",
               converter=ConverterOptions(optimize=True, int8_activations=True), calibration=True,
-              # int8 activations too; measured far worse for these models: bench/test_accuracy.KNOWN_MODE_LOSSES
+              # int8 activations too; measured far worse for these models: edgemodels/expected.py (kind "loss")
               drop_tolerance_pts=5.0, arm_diff_tolerance=0.5, arm_diff_measured=0.16, min_compression=3.5,
               # Measured 2026-11-24 under QEMU (armhf, cortex-a7): the interpreter segfaults on MobileBERT int8
               # (MiniLM int8 runs). Not confirmed on a physical Pi 3.
               refusals=(Refusal(*_PI3, "tflite-runtime 2.14 armhf crashes (SIGSEGV) on MobileBERT int8 under "
-                                       "emulation", model="mobilebert", instead="drq-compat"),)),
+                                       "emulation", model="mobilebert", instead="drq-compat", crash=True),)),
     # ai-edge-quantizer modes (edgemodels/quantize.py), applied to the fp32 .tflite: every large weight, the word
     # embeddings included. ARM tolerances until measured on the Pis: int8 weights with fp32 compute should drift no
     # more than drq; int4 no more than drq-compat. Drop tolerances: w8 measured -0.5, w4 -2.7 points (CI scale).
@@ -195,12 +196,3 @@ def get(name: str) -> QuantMode:
     except KeyError:
         raise UnknownModeError(f"unknown quantization mode {name!r}; valid: {', '.join(MODES)}") from None
 
-
-def expected_refusals() -> dict[tuple[str, str], dict[str, str]]:
-    """{(runtime, version): {mode or model/mode: reason}}: the registry's refusals in suite.py's lookup shape."""
-    out: dict[tuple[str, str], dict[str, str]] = {}
-    for m in _MODES:
-        for r in m.refusals:
-            key = f"{r.model}/{m.name}" if r.model else m.name
-            out.setdefault((r.runtime, r.version), {})[key] = r.reason
-    return out

@@ -17,7 +17,7 @@ from typing import Any
 from edgemodels import LABELS
 from edgemodels import cache as cache_mod
 from edgemodels import convert, data, models, modes, progress, sources
-from edgemodels.train import TrainConfig
+from edgemodels.train import DistillConfig, DistillError, TrainConfig
 
 TFLITE_NAME = "model.tflite"
 TOKENIZER_DIR = "tokenizer"
@@ -45,6 +45,8 @@ class BuildRequest:
     group_split: bool = False
     representative_examples: int = 100
     from_scratch: bool = False  # also fine-tune random-init models (tiny-bert smoke runs); never for size claims
+    teacher_train: TrainConfig | None = None  # a distilled model's teacher's budget (None: the same as `train`)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # used only where the model has a teacher
 
     def __post_init__(self):
         src = sources.parse(self.model)
@@ -60,6 +62,32 @@ class BuildRequest:
     @property
     def seq_label(self) -> str:
         return "dynamic" if self.seq is None else str(self.seq)
+
+    def teacher_request(self) -> BuildRequest | None:
+        """The request that trains this model's teacher (None: not distilled): same data and split, its own budget."""
+        teacher = teacher_name(self.model)
+        if teacher is None:
+            return None
+        cfg = self.teacher_train or self.train
+        if cfg.seed != self.train.seed:  # the seed also draws the train/validation split: the teacher must share it
+            raise DistillError(f"{self.model}: teacher {teacher} trains with seed {cfg.seed} but the student with "
+                               f"{self.train.seed}; the seed draws the validation split, so give both the same seed")
+        return replace(self, model=teacher, train=cfg, teacher_train=None)
+
+
+def teacher_name(model: str) -> str | None:
+    """The teacher of a model spec: a registered record's `teacher` (dir: and hf: sources are never distilled)."""
+    src = sources.parse(model)
+    return models.get(src.ref).teacher if src.registered else None
+
+
+def teacher_config(model: str, config_for, **overrides: Any) -> TrainConfig | None:
+    """The teacher's TrainConfig for a bench/export case: `config_for(teacher)` (the scale's budget for that model)
+    with the same overrides (None values ignored) as the student's; None where the model has no teacher."""
+    teacher = teacher_name(model)
+    if teacher is None:
+        return None
+    return replace(config_for(teacher), **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -103,13 +131,25 @@ def _splits(req: BuildRequest) -> tuple[data.Dataset, data.Dataset]:
     return data.load(req.data, "train", **kw), data.load(req.data, "validation", **kw)
 
 
-def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mod.Entry, models.Weights]:
-    """Fine-tuned weights for req.model on req.data; random-init models are stored untrained."""
+@dataclass(frozen=True)
+class _TrainedPlan:
+    """What `trained` keys on and needs, computed without building anything."""
+
+    key: cache_mod.Key
+    weights: models.Weights
+    labels: tuple[str, ...]
+    fine_tune: bool
+    train_set: data.Dataset | None
+    val_set: data.Dataset | None
+    teacher: BuildRequest | None  # a distilled model's teacher request
+
+
+def _plan(req: BuildRequest, store: cache_mod.ArtifactCache) -> _TrainedPlan:
     src = req.source
     weights = sources.resolve(src, cache_root=store.root, weights_dir=req.weights_dir)
     parts: dict[str, Any] = {"weights": weights.identity, "libs": library_versions()}
     if src.registered:  # the key dict of a registered model is what it was before sources existed
-        parts = {"spec": asdict(models.get(req.model)) | {"config": dict(models.get(req.model).config)}, **parts}
+        parts = {"spec": models.get(req.model).key(), **parts}
     else:  # the weights' identity (content digest or hub revision) keeps two directories apart
         parts = {"source": src.kind, **parts}
     labels = data.classes(req.data)
@@ -117,12 +157,90 @@ def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mo
         parts["labels"] = list(labels)
     train_set = val_set = None
     fine_tune = weights.pretrained or req.from_scratch
+    teacher = req.teacher_request() if fine_tune else None
     if fine_tune:
         train_set, val_set = _splits(req)
         parts.update(data=[train_set.fingerprint, val_set.fingerprint], train=req.train.key())
     else:
         parts.update(seed=req.train.seed)
-    key = cache_mod.Key("trained", src.slug, parts)
+    if teacher is not None:  # only distilled models gain these parts
+        _check_teacher_weights(req, teacher)
+        parts.update(teacher={"model": teacher.model, "trained": _plan(teacher, store).key.digest},
+                     distill=req.distill.key())
+    return _TrainedPlan(cache_mod.Key("trained", src.slug, parts), weights, labels, fine_tune, train_set, val_set,
+                        teacher)
+
+
+def _check_teacher_weights(req: BuildRequest, teacher: BuildRequest) -> None:
+    """A weights directory holding one model would be read as the teacher too: ask for a sub-directory per model."""
+    import os
+
+    wd = req.weights_dir or (Path(os.environ[models.WEIGHTS_ENV]) if os.environ.get(models.WEIGHTS_ENV) else None)
+    if wd is not None and not (Path(wd) / teacher.model).is_dir():
+        raise DistillError(f"{wd}: {req.model} is distilled from {teacher.model}, whose weights would be read from "
+                           f"this directory too; put each model's weights in {wd}/<name> ({wd}/{teacher.model}, "
+                           f"{wd}/{models.get(req.model).weights_from or req.model})")
+
+
+def trained_key(req: BuildRequest, store: cache_mod.ArtifactCache) -> cache_mod.Key:
+    """The `trained` entry's cache key for req, without building anything (a distilled model's includes its
+    teacher's key digest and the DistillConfig)."""
+    return _plan(req, store).key
+
+
+def _teacher_entry(req: BuildRequest, teacher: BuildRequest, labels: tuple[str, ...],
+                   store: cache_mod.ArtifactCache) -> cache_mod.Entry:
+    entry, _ = trained(teacher, store)
+    if not entry.manifest.get("trained"):
+        raise DistillError(f"{req.model}: its teacher {teacher.model} is a random init, not fine-tuned "
+                           f"({entry.manifest.get('note', 'no pretrained weights')}); install the teacher's weights "
+                           "(`edgemodels info` says where they are looked for) or build with from_scratch")
+    if tuple(entry.manifest.get("labels") or LABELS) != tuple(labels):
+        raise DistillError(f"{entry.path}: teacher {teacher.model} predicts {entry.manifest.get('labels')}, the "
+                           f"data has {list(labels)}; rebuild the teacher on the same data")
+    return entry
+
+
+def _distill(req: BuildRequest, plan: _TrainedPlan, teacher: cache_mod.Entry, model, tok):
+    """Teacher logits over the student's training/validation examples, then the distillation fit."""
+    from transformers import TFAutoModelForSequenceClassification
+
+    from edgemodels import train as train_mod
+
+    assert plan.teacher is not None and plan.train_set is not None and plan.val_set is not None
+    tr, va = train_mod.select(plan.train_set, plan.val_set, req.train)
+    t_model = TFAutoModelForSequenceClassification.from_pretrained(str(teacher.file("weights")))
+    t_tok = models.load_tokenizer(teacher.file(TOKENIZER_DIR))
+    t_len = plan.teacher.train.max_length
+    with progress.stage(f"teacher {plan.teacher.model} logits over {len(tr.examples) + len(va.examples)} examples"):
+        logits = train_mod.TeacherLogits(
+            train_mod.predict_logits(t_model, t_tok, tr.texts(), t_len, deterministic=req.train.deterministic),
+            train_mod.predict_logits(t_model, t_tok, va.texts(), t_len, deterministic=req.train.deterministic))
+    del t_model
+    result = train_mod.distill(model, tok, logits, plan.train_set, plan.val_set, req.train, req.distill)
+    hist = result.history
+    best = max(range(len(hist["val_accuracy"])), key=hist["val_accuracy"].__getitem__)
+    record = {
+        "teacher": plan.teacher.model, "teacher_entry": str(teacher.path),
+        "teacher_digest": teacher.manifest["key"]["digest"], "teacher_train_config": plan.teacher.train.key(),
+        "teacher_validation_accuracy": teacher.manifest.get("validation_accuracy"),
+        "teacher_accuracy_on_student_validation": float(
+            (logits.validation.argmax(axis=1) == va.label_ids()).mean()) if len(va.examples) else None,
+        "config": req.distill.key(),
+        "validation_agreement": hist["val_agreement"][best],  # student argmax == teacher argmax, best epoch
+    }
+    return result, record
+
+
+def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mod.Entry, models.Weights]:
+    """Fine-tuned weights for req.model on req.data; random-init models are stored untrained. A distilled model
+    (a registered record with a teacher) gets its teacher's trained entry first, only when it is itself missing."""
+    plan = _plan(req, store)
+    src, weights, labels, fine_tune = req.source, plan.weights, plan.labels, plan.fine_tune
+    train_set, val_set = plan.train_set, plan.val_set
+    teacher: list[cache_mod.Entry] = []
+    if plan.teacher is not None and store.get(plan.key) is None:  # built outside the student's lock
+        teacher.append(_teacher_entry(req, plan.teacher, labels, store))
 
     def build(tmp: Path) -> dict[str, Any]:
         from edgemodels import train as train_mod
@@ -133,11 +251,17 @@ def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mo
             "pretrained": weights.pretrained, "trained": fine_tune,
             "weights_source": weights.source,
             "weights_trail": list(weights.trail), "params": models.count_params(model),
-            "libs": parts["libs"],
+            "libs": library_versions(),
         }
         if fine_tune:
             tok = models.load_tokenizer(weights.tokenizer_path)
-            result = train_mod.fine_tune(model, tok, train_set, val_set, req.train)
+            if plan.teacher is not None:
+                if not teacher:  # the entry vanished between the check and the lock: get the teacher now
+                    teacher.append(_teacher_entry(req, plan.teacher, labels, store))
+                result, distillation = _distill(req, plan, teacher[0], model, tok)
+                fields.update(distillation=distillation)
+            else:
+                result = train_mod.fine_tune(model, tok, train_set, val_set, req.train)
             fields.update(data=req.data, train_config=req.train.key(), **asdict(result),
                           majority_accuracy=val_set.majority_accuracy())
         else:
@@ -147,7 +271,7 @@ def trained(req: BuildRequest, store: cache_mod.ArtifactCache) -> tuple[cache_mo
         _copy_tokenizer(weights.tokenizer_path, tmp / TOKENIZER_DIR)
         return fields
 
-    return store.get_or_build(key, build), weights
+    return store.get_or_build(plan.key, build), weights
 
 
 def _calibration_set(req: BuildRequest) -> data.Dataset:
@@ -215,7 +339,8 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
         shutil.copytree(base.file(TOKENIZER_DIR), tmp / TOKENIZER_DIR)
         info = convert.inspect(blob)
         keep = ("pretrained", "trained", "weights_source", "weights_trail", "params", "validation_accuracy",
-                "majority_accuracy", "train_seconds", "epochs_run", "n_train", "n_validation", "note")
+                "majority_accuracy", "train_seconds", "epochs_run", "n_train", "n_validation", "note",
+                "distillation")
         return {
             **{k: base.manifest.get(k) for k in keep if k in base.manifest},
             "model": req.model, "source": str(req.source), "labels": list(base.manifest.get("labels") or LABELS),

@@ -300,9 +300,26 @@ def _uniform(values: Iterable[str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _short_names(specs: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """(spec -> what the terminal tables call it, footnotes naming each shortened spec in full).
+
+    A dir:/tflite: source's full path would take most of a 120-column table: the tables show its short slug
+    (sources.slug_for, e.g. dir-my-model) and report.json keeps the full spec. Two sources that share a slug
+    keep their full specs, so no two models look alike; registered names are shown as they are."""
+    from edgemodels.sources import slug_for
+
+    specs = list(dict.fromkeys(specs))
+    slugs = {s: slug_for(s) for s in specs}
+    taken = [slugs[s] for s in specs]
+    names = {s: slugs[s] if slugs[s] != s and taken.count(slugs[s]) == 1 and slugs[s] not in specs else s
+             for s in specs}
+    return names, [f"{names[s]} = {s}" for s in specs if names[s] != s]
+
+
 def _rows_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
     if not rows:
         return "(no results)"
+    names, full = _short_names(r.model for r in rows)
     for r in rows:
         _check_speed_label(r)
     runtimes = [" ".join(x for x in (r.runtime, r.runtime_version) if x) for r in rows]
@@ -324,7 +341,7 @@ def _rows_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
         refs.append(",".join(map(str, ids)))
 
     cols: dict[str, list[str]] = {
-        "model": [r.model + (_NOT_PRETRAINED if r.pretrained is False else "") for r in rows],
+        "model": [names[r.model] + (_NOT_PRETRAINED if r.pretrained is False else "") for r in rows],
         "mode": [r.mode for r in rows],
         "seq": [r.seq for r in rows],
         "size MB": [_fmt_mb(r.size_bytes) for r in rows],
@@ -352,7 +369,7 @@ def _rows_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
         runs = [h for h in shown if h not in built or h in key]
         text = table(built) + "\n\n" + table(runs)
 
-    foot = []
+    foot = list(full)  # a shortened model name -> its full spec (as report.json has it)
     if any(r.accuracy_delta_vs_fp32_pts is not None for r in rows):
         foot.append(SIGN_NOTE)
     if any(r.pretrained is False for r in rows):
@@ -943,7 +960,8 @@ def pareto_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
     prs = pareto_rows(rows)
     if not prs:
         return "(no sized artifacts)"
-    body = [[p.model, p.mode, p.seq, f"{p.size_bytes / 1e6:.2f}",
+    names, full = _short_names(p.model for p in prs)
+    body = [[names[p.model], p.mode, p.seq, f"{p.size_bytes / 1e6:.2f}",
              "" if p.ratio_vs_large is None else f"{p.ratio_vs_large:.1f}",
              "" if p.accuracy is None else f"{p.accuracy * 100:.1f}%" + (" *" if p.accuracy_front else ""),
              "" if p.inferences_per_s is None else f"{_fmt_sig(p.inferences_per_s)} ({p.method})"
@@ -953,7 +971,7 @@ def pareto_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
             f"{large:,} / {STRICT_RATIO_TARGET:g} = {int(large / STRICT_RATIO_TARGET):,} bytes" if large else
             "* on the front (nothing smaller is as good); no BERT-Large fp32 in this run: no 160x line")
     return _fit(["model", "mode", "seq", "size MB", "x BERT-L", "acc", "inf/s"], body, wrap=(0, 1), width=width) \
-        + "\n" + note
+        + "\n" + note + "".join("\n" + line for line in _wrap_lines(full, width))
 
 
 def write_pareto_png(rows: list[Row], path: Path, device: str) -> None:

@@ -13,8 +13,9 @@ from typing import Mapping
 from edgemodels import modes
 from edgemodels.train import SCALES, TrainConfig
 
-COMPACT = ("mobilebert", "minilm-l6", "tiny-bert")
-"""Deployment candidates: the models the paper expects to fit and reach >= 1 inference/s on a Pi."""
+COMPACT = ("mobilebert", "minilm-l6", "tiny-bert", "minilm-l6-kd")
+"""Deployment candidates: the models the paper expects to fit and reach >= 1 inference/s on a Pi (minilm-l6-kd:
+MiniLM-L6 distilled from MPNet-base, issue 12)."""
 
 PAIRS: tuple[tuple[str, str], ...] = (("bert-large", "mobilebert"), ("mpnet-base", "minilm-l6"))
 """(large, compact) pairs compared on accuracy: the paper's pair, and the pretrained stand-ins available offline."""
@@ -118,6 +119,8 @@ SUITE_SCALES: Mapping[str, Scale] = MappingProxyType({
             # conversion of its 1.3 GB graph costing minutes.
             *_cases(("mobilebert", "minilm-l6"), PAPER_MODES, (128,)),
             *_cases(("minilm-l6",), BEYOND_MODES, (128,)),
+            # Issue 12: MiniLM-L6 distilled from the fine-tuned MPNet-base (its teacher is the mpnet-base entry below).
+            *_cases(("minilm-l6-kd",), ("fp32", "drq", "pruned-drq", "pruned-w4"), (128,)),
             *_cases(("mobilebert", "minilm-l6"), ("fp32", "drq", "drq-compat"), (None,)),
             *_cases(("bert-large",), ("fp32", "drq"), (128, None)),
             *_cases(("mpnet-base",), PAPER_MODES, (128,)),
@@ -229,39 +232,6 @@ def ratio_value(defn: RatioDefinition, x: RatioInputs) -> tuple[float | None, st
     raise ValueError(f"unknown ratio {defn.name!r}")
 
 
-# Runtime versions that refuse a mode, and why (measured: see README). A refusal listed here is an
-# expected outcome (xfail, quoting the runtime); one not listed fails the compat test.
-EXPECTED_REFUSALS: Mapping[tuple[str, str], Mapping[str, str]] = MappingProxyType(
-    {k: MappingProxyType(v) for k, v in modes.expected_refusals().items()})
-"""{(runtime, version): {mode or model/mode: why}}, from the registry's `refusals`."""
-
-
-def expected_refusal(runtime: str, version: str, mode: str, model: str | None = None) -> str | None:
-    """Why (runtime, version) is known not to run `mode` (of `model`), or None."""
-    table = EXPECTED_REFUSALS.get((runtime, version), {})
-    return table.get(f"{model}/{mode}") or table.get(mode)
-
-
-def refusal_is_crash(reason: str) -> bool:
-    """Whether an expected refusal is the runtime crashing (a signal, not an error): the bench then runs that case
-    in a child process first (plugin.BenchSession.crash_guard) rather than in the pytest process."""
-    return "SIGSEGV" in reason or "crash" in reason.lower()
-
-
-# (model/seq) that the TFLite converter cannot turn into builtin ops, and why (measured; the bench xfails them,
-# quoting this, and fails if one starts converting so the entry gets removed).
-EXPECTED_CONVERSION_FAILURES: Mapping[str, str] = MappingProxyType({
-    # Measured 2026-11-24, TF 2.21: `ERROR_NEEDS_FLEX_OPS` for tf.Log and tf.RealDiv on float64.
-    "mpnet-base/dynamic": "MPNet computes its relative-position buckets in float64 (tf.Log, tf.RealDiv) from the "
-                          "run-time length: not TFLite builtins (they need Flex ops); at a fixed length they fold "
-                          "into constants",
-})
-
-
-def expected_conversion_failure(case: Case) -> str | None:
-    return EXPECTED_CONVERSION_FAILURES.get(f"{case.model}/{case.seq_label}")
-
-
 # Max |logit difference| between the device runtime's outputs and the SAME file's x86 outputs (so only the
 # kernels differ, never the quantization), as a multiple of max(1, largest |x86 logit|), by mode.
 # Measured 2026-11-25 under QEMU on 4 built-in test tweets against ai-edge-litert 2.3.0 on x86-64; figures are
@@ -294,19 +264,6 @@ def arm_diff_limit(mode: str, x86_max_abs: float | None) -> float:
     """The largest |ARM - x86| logit difference allowed for `mode`, at the scale of the x86 logits."""
     return arm_diff_tolerance(mode) * max(1.0, x86_max_abs or 0.0)
 
-# Devices where a large (non-compact) model may not fit the memory budget, and why (measured). There the memory
-# test xfails with its numbers; on any other device a large model that does not fit fails like a compact one.
-LARGE_MODEL_MEMORY_MISSES: Mapping[str, str] = MappingProxyType({
-    # Measured 2026-11-24 (CI scale): BERT-Large fp32 peaks at 1,140 MB against the Pi 3's 752 MB budget;
-    # MPNet-base fp32 peaks at 736 MB on the desktop, within 2 % of it. Pi 4 (3.4 GB budget) fits BERT-Large fp32
-    # (2,476 MB on the desktop).
-    "pi3": "a 1 GB board (717 MiB for one application): BERT-Large fp32 needs 1,140 MB",
-})
-
-
-def expected_memory_miss(device: str, case: Case) -> str | None:
-    """Why `case` may not fit `device`'s memory budget, or None (then not fitting fails)."""
-    return None if case.compact else LARGE_MODEL_MEMORY_MISSES.get(device)
 
 
 EMULATE_INFERENCE_MAX_BYTES = 150_000_000

@@ -14,9 +14,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import csv  # noqa: E402
+import hashlib  # noqa: E402
 import random  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -53,6 +56,44 @@ def run_cli_subprocess(*args: str, timeout: float = 120) -> subprocess.Completed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "edgemodels", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=timeout)
+
+
+def missing(why: str) -> None:
+    """Skip where a developer lacks a piece; in CI (CI set, as .ci/run does) it is a failure: setup installs it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {why}")
+    pytest.skip(why)
+
+
+def device_venv(extras: str, *, name: str | None = None, key_extras: bool = True) -> Path:
+    """The python of a venv with only `.[extras]` installed (the device side: no TensorFlow), built once per
+    machine and kept under the temp dir as NAME-KEY, KEY hashed from pyproject.toml and this Python's version
+    (and the extras): pip takes 20-60 s, and a changed pyproject.toml gets a fresh venv.
+
+    name: the directory prefix (default edgemodels-test-venv-EXTRAS). tests/test_remote.py's `.[device]` venv keeps
+    its own older name and a key without the extras (key_extras=False), so venvs already built are reused.
+    Concurrent sessions build it once (a file lock); the marker file is written last, so an interrupted build
+    is redone, never used."""
+    salt = extras.encode() if key_extras else b""
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode() + salt).hexdigest()[:12]
+    final = Path(tempfile.gettempdir()) / f"{name or 'edgemodels-test-venv-' + extras.replace(',', '+')}-{key}"
+    python, done = final / "bin" / "python", final / ".edgemodels-complete"
+    if done.exists():
+        return python
+    from filelock import FileLock
+
+    with FileLock(str(final) + ".lock"):
+        if done.exists():
+            return python
+        shutil.rmtree(final, ignore_errors=True)  # an interrupted build of ours (the marker comes last)
+        subprocess.run([sys.executable, "-m", "venv", str(final)], check=True)  # venvs are not relocatable
+        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                              f"{REPO}[{extras}]"], capture_output=True, text=True, timeout=900)
+        if pip.returncode != 0:
+            shutil.rmtree(final, ignore_errors=True)
+            missing(f"cannot pip install .[{extras}] into a fresh venv (offline?): {pip.stderr[-300:]}")
+        done.write_text(f"pip install .[{extras}]\n")
+    return python
 
 
 @pytest.fixture(autouse=True)

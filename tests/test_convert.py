@@ -94,6 +94,25 @@ def test_export_signature_and_int8_needs_representative_set(tiny_tf_model, tmp_p
         convert.convert(tmp_path / "absent", "fp32")
 
 
+@pytest.mark.parametrize("mode,seq", [("fp32", 8), ("drq", 8), ("drq", None)])
+def test_saving_only_the_signature_converts_to_the_same_bytes(tiny_tf_model, tmp_path, mode, seq):
+    """export_saved_model saves the variables and the serving signature, not the Keras model (several times
+    faster to save and to convert): the .tflite must be byte-identical to converting the whole model's SavedModel."""
+    import tensorflow as tf
+
+    ours = convert.export_saved_model(tiny_tf_model, tmp_path / "ours", seq)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, seq], tf.int32, name="input_ids"),
+                                  tf.TensorSpec([1, seq], tf.int32, name="attention_mask")])
+    def serve(input_ids, attention_mask):  # the export before 2026-12-01: the same function, the whole model saved
+        return {"logits": tiny_tf_model(input_ids=input_ids, attention_mask=attention_mask,
+                                        token_type_ids=tf.zeros_like(input_ids), training=False).logits}
+
+    whole = tmp_path / "whole"
+    tf.saved_model.save(tiny_tf_model, str(whole), signatures={"serving_default": serve})
+    assert convert.convert(ours, mode) == convert.convert(whole, mode)
+
+
 # ---------------------------------------------------------------- artifacts vs TF
 
 

@@ -57,6 +57,43 @@ def test_process_pool_computes_exactly_what_one_interpreter_does(tiny, split, qu
         assert got.n == 300 and got.seconds > 0 and got.tweets_per_s == pytest.approx(300 / got.seconds)
 
 
+def test_evaluate_is_tokenizing_then_evaluate_ids(tiny, split):
+    """evaluate() = tokenize + evaluate_ids(), the scoring an export's accuracy (export.Export.accuracy) shares; a
+    model whose outputs name the classes in another order is scored by name, not by position."""
+    import dataclasses
+
+    art = tiny.artifact("fp32")
+    pad = art.manifest["pad_id"]
+    whole = evaluate.evaluate(art.tflite, split, tokenizer_dir=art.tokenizer_dir, max_length=art.manifest["max_length"],
+                              pad=pad, workers=1, threads=1, quiet=True)
+    model, how = evaluate.load_planned(art.tflite, workers=1, threads=1)
+    ids = evaluate.encode_dataset(split, art.tokenizer_dir, model.fixed_length)
+    kw = dict(pad=pad, data_labels=split.labels, majority_accuracy=split.majority_accuracy(), quiet=True)
+    got = evaluate.evaluate_ids(model, how, ids, split.label_ids(), **kw)
+    assert dataclasses.replace(got, seconds=None) == dataclasses.replace(whole, seconds=None)
+    assert got.n == 300 and got.labels == tuple(split.labels) and got.seconds > 0
+
+    pred = _single(art, split).argmax(1)
+    k = len(split.labels)
+    acc, f1, cm = evaluate.scores(split.label_ids(), (k - 1) - pred, k)  # output i means class k-1-i
+    flipped = evaluate.evaluate_ids(model, how, ids, split.label_ids(), model_labels=split.labels[::-1], **kw)
+    assert (flipped.accuracy, flipped.macro_f1) == (acc, f1)
+    assert flipped.confusion == tuple(tuple(int(v) for v in r) for r in cm) != got.confusion  # by name, not position
+
+
+def test_evaluation_set_is_the_seeded_sample_of_the_evaluation_split(tmp_path):
+    """The one choice of tweets the bench scores and an export pre-tokenizes (plugin.eval_set, export.export)."""
+    spec = f"csv:{write_tiny_csv(tmp_path / 'e.csv', n=300, seed=5)}"
+    parsed = data.parse_spec(spec)
+    full = data.load(parsed, parsed.evaluation_split)
+    assert 12 < len(full.examples) < 300  # the validation split, not the file
+    picked = evaluate.evaluation_set(spec, 12)
+    assert len(picked.examples) == 12 and picked.fingerprint == full.sample(12).fingerprint
+    assert picked.fingerprint == evaluate.evaluation_set(spec, 12).fingerprint  # seeded: the same tweets each time
+    for n in (None, 0, len(full.examples), 10_000):  # no cap, or a cap the split is within: all of it
+        assert evaluate.evaluation_set(spec, n).fingerprint == full.fingerprint
+
+
 def test_probe_starts_workers_only_when_they_pay(tiny, split, monkeypatch):
     """tiny-bert runs 300 tweets in well under STARTUP_S: no processes; made free to start, they are used."""
     art = tiny.artifact("drq", None)

@@ -5,13 +5,13 @@ read back by `pytest bench/` in a fresh venv with only the device side (`.[devic
 psutil, ai-edge-litert, pytest; no TensorFlow, transformers or tokenizers installed, so none can be
 imported), and the Pi 3 flavour: the x86 build of tflite-runtime 2.14 (numpy<2), which really refuses
 TF 2.21's drq files. The venvs are built once and kept under the temp dir, keyed by pyproject.toml's hash
-(pip takes a minute); the export's builds live in a per-machine cache under the temp dir (content-addressed,
-sha256-verified on every hit), so a re-run pays only for the bench subprocesses.
+(pip takes a minute; conftest.device_venv); the export's builds live in a per-machine cache under the temp dir
+(content-addressed, sha256-verified on every hit), so a re-run pays only for the bench subprocesses.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
 import platform
@@ -24,42 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli_subprocess, write_tiny_csv
+from conftest import device_venv, run_cli_subprocess, write_tiny_csv
 from edgemodels import export
 from edgemodels.export import Export, ExportError, ExportRequest
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_SIDE_ONLY = ("tensorflow", "transformers", "tokenizers", "tf_keras")
-
-
-def _missing(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI: {why}")
-    pytest.skip(why)
-
-
-def device_venv(extras: str) -> Path:
-    """A venv with only `.[extras]` (no build side), kept between sessions under a name hashed from
-    pyproject.toml, this Python's version and the extras (the pattern of tests/test_remote.device_python)."""
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode() + extras.encode()).hexdigest()[:12]
-    final = Path(tempfile.gettempdir()) / f"edgemodels-test-venv-{extras.replace(',', '+')}-{key}"
-    python, done = final / "bin" / "python", final / ".edgemodels-complete"
-    if done.exists():
-        return python
-    from filelock import FileLock
-
-    with FileLock(str(final) + ".lock"):
-        if done.exists():
-            return python
-        shutil.rmtree(final, ignore_errors=True)  # an interrupted build of ours (the marker comes last)
-        subprocess.run([sys.executable, "-m", "venv", str(final)], check=True)
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              f"{REPO}[{extras}]"], capture_output=True, text=True, timeout=900)
-        if pip.returncode != 0:
-            shutil.rmtree(final, ignore_errors=True)
-            _missing(f"cannot pip install .[{extras}] into a fresh venv (offline?): {pip.stderr[-300:]}")
-        done.write_text(f"pip install .[{extras}]\n")
-    return python
 
 
 @pytest.fixture(scope="module")
@@ -124,18 +94,23 @@ def test_export_holds_artifacts_feeds_references_and_digests(exported, csv_data)
 
 def test_exported_feeds_are_the_tokenizers_ids_and_the_reference_is_x86(exported, csv_data, export_cache):
     """The device needs no tokenizer: the ids must be exactly what the workstation's tokenizer gives."""
-    from edgemodels import data, evaluate, runtime
+    from edgemodels import evaluate, runtime
     from edgemodels.cache import ArtifactCache
     from edgemodels.pipeline import BuildRequest, build
     from edgemodels.suite import get_scale
 
-    spec = data.parse_spec(csv_data)
-    ds = data.load(spec, spec.evaluation_split)
     scale = get_scale("smoke")
+    ds = evaluate.evaluation_set(csv_data, scale.eval_examples)  # what the bench's accuracy suite scores
     art = build(BuildRequest("tiny-bert", "drq", csv_data, 64, scale.train_config("tiny-bert"), from_scratch=True),
                 ArtifactCache(export_cache))
     assert exported.ids("tiny-bert-drq-64") == evaluate.encode_dataset(ds, art.tokenizer_dir, 64)
     assert exported.labels("tiny-bert-drq-64").tolist() == ds.label_ids().tolist()
+    # The device's accuracy from the export is the workstation's evaluate() on the same tweets (evaluate_ids both).
+    here = evaluate.evaluate(art.tflite, ds, tokenizer_dir=art.tokenizer_dir, max_length=art.manifest["max_length"],
+                             pad=art.manifest["pad_id"], runtime_name="ai-edge-litert", workers=1, quiet=True)
+    there = exported.accuracy("tiny-bert-drq-64", runtime_name="ai-edge-litert", workers=1)
+    assert dataclasses.replace(there, seconds=None) == dataclasses.replace(here, seconds=None)
+    assert there.majority_accuracy == ds.majority_accuracy() and there.n == len(ds.examples)
     model = runtime.load(exported.artifact("tiny-bert-drq-64").tflite, runtime="ai-edge-litert", num_threads=1)
     feeds = exported.feeds("tiny-bert-drq-64", exported.compat_n)
     ref = np.concatenate([model.run(f) for f in feeds])

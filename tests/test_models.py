@@ -32,7 +32,8 @@ def _weights_dir(d: Path, weights: bytes = b"fake weights", tokenizer: bool = Tr
 
 
 def test_registry_names_and_tiny_config():
-    assert set(models.REGISTRY) == {"bert-large", "mobilebert", "minilm-l6", "mpnet-base", "tiny-bert"}
+    assert set(models.REGISTRY) == {"bert-large", "mobilebert", "minilm-l6", "mpnet-base", "tiny-bert",
+                                    "minilm-l6-kd", "tiny-bert-kd"}  # the -kd records: tests/test_distill.py
     tiny = models.get("tiny-bert")
     assert (tiny.config["num_hidden_layers"], tiny.config["hidden_size"]) == (2, 32)
     assert tiny.hub_id == "" and tiny.tokenizer_from == "minilm-l6"

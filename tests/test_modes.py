@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgemodels import convert, modes, suite
+from edgemodels import convert, expected, modes, suite
 from edgemodels.errors import EdgeModelsError
 
 
@@ -45,12 +45,13 @@ def test_converter_modes_add_nothing_to_cache_keys():
 
 def test_expected_refusals_come_from_the_registry():
     pi3 = ("tflite-runtime", "2.14.0")
-    assert "INT4" in suite.expected_refusal(*pi3, "w4") and "INT4" in suite.expected_refusal(*pi3, "pruned-w4")
-    assert suite.expected_refusal(*pi3, "w8") is None  # measured: loads and runs on the 2.14 wheel
-    assert suite.expected_refusal("ai-edge-litert", "2.3.0", "w4") is None
+    out = expected.BUILTIN_OUTCOMES
+    assert "INT4" in out.refusal(*pi3, "w4").reason and "INT4" in out.refusal(*pi3, "pruned-w4").reason
+    assert out.refusal(*pi3, "w8") is None  # measured: loads and runs on the 2.14 wheel
+    assert out.refusal("ai-edge-litert", "2.3.0", "w4") is None
     for m in modes.MODES.values():  # what a refusing runtime should use instead is itself not refused there
         for r in m.refusals:
-            assert r.instead in modes.MODES and suite.expected_refusal(r.runtime, r.version, r.instead) is None
+            assert r.instead in modes.MODES and out.refusal(r.runtime, r.version, r.instead) is None
 
 
 def test_deployable_modes_are_the_speed_candidates():

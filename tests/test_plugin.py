@@ -17,8 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def smoke_cache(tmp_path_factory) -> Path:
-    """One artifact cache for every smoke-scale run in this module: tiny-bert is built once."""
-    return tmp_path_factory.mktemp("smoke-cache")
+    """One artifact cache for every smoke-scale run of the session (tests/test_expected.py imports this fixture):
+    tiny-bert is built once."""
+    path = tmp_path_factory.getbasetemp() / "smoke-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def _bench(tmp_path: Path, *args: str, cache: Path | None = None, modes: str = "fp32",
@@ -80,14 +83,18 @@ import dataclasses
 from types import MappingProxyType
 
 from edgemodels import devices, suite
+from edgemodels.expected import Expected
 
 _desktop = devices._PROFILES["desktop"]
 devices._PROFILES["desktop"] = dataclasses.replace(  # 1e9 inferences/s in 12 MiB (tiny-bert: ~41 MiB)
     _desktop, target_inferences_per_s=1e9, ram_bytes=16 << 20)
 suite.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points
     {**suite.MODE_DROP_TOLERANCE_PTS, "drq": -100.0})
-suite.EXPECTED_REFUSALS = MappingProxyType({  # this runtime is said to refuse drq; it loads it
-    **suite.EXPECTED_REFUSALS, ("ai-edge-litert", "2.3.0"): MappingProxyType({"drq": "said to refuse (test)"})})
+
+
+def pytest_edgemodels_add_expected_outcomes():  # this runtime is said to refuse drq; it loads it
+    return [Expected("refusal", "said to refuse (test)", mode="drq", runtime="ai-edge-litert",
+                     runtime_version="2.3.0")]
 '''
 
 
@@ -435,17 +442,41 @@ def test_an_invoke_failure_is_the_refusal_only_where_one_is_expected(tmp_path, m
 
 
 def test_crashing_refusals_are_known_as_such():
-    """MobileBERT int8's Pi 3 refusal is a SIGSEGV: the bench runs it in a child first (BenchSession.crash_guard)."""
-    from edgemodels import suite
+    """MobileBERT int8's Pi 3 refusal is a SIGSEGV: the bench runs it in a child first (BenchSession.crash_guard).
+    The record's `crash` flag says so (it was guessed from "SIGSEGV"/"crash" in the reason's text)."""
+    from edgemodels import expected
 
-    assert suite.refusal_is_crash(suite.expected_refusal("tflite-runtime", "2.14.0", "int8", "mobilebert"))
-    assert not suite.refusal_is_crash(suite.expected_refusal("tflite-runtime", "2.14.0", "drq", "mobilebert"))
+    assert expected.refusal("tflite-runtime", "2.14.0", "int8", "mobilebert").crash
+    assert not expected.refusal("tflite-runtime", "2.14.0", "drq", "mobilebert").crash
+    assert expected.refusal("tflite-runtime", "2.14.0", "int8", "minilm-l6") is None  # MiniLM int8 runs there
 
 
 def test_modes_help_lists_every_registered_mode():
+    """--modes's own help line names exactly modes.MODES, in order (not just each name somewhere in the help:
+    'drq' is inside 'drq-compat' and 'pruned-drq')."""
+    import re
+
     from edgemodels import modes
 
     out = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
-    text = " ".join(out.stdout.split())
-    assert all(m in text for m in modes.MODES) and "--tokenizer" in text and "--labels" in text
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "1000"})  # argparse wraps at hyphens: one line each
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = re.search(r"^\s*--modes=\S+\s+comma-separated quantization modes to keep: (.+?) \(", out.stdout, re.M)
+    assert line, out.stdout[-3000:]
+    assert line.group(1).split(", ") == list(modes.MODES)
+    for opt in ("--tokenizer=DIR", "--labels=A,B,..."):
+        assert re.search(rf"^\s*{re.escape(opt)}\s", out.stdout, re.M), opt
+
+
+def test_benchmark_disable_skips_throughput_saying_why(tmp_path, smoke_cache):
+    """`pytest bench/ --benchmark-disable` errored in test_throughput (benchmark.stats is None): now each case runs
+    once and skips, naming the option. --max-examples=32: the short build test_worse_model_fails_baseline_compare
+    also makes (same cache)."""
+    out = _bench(tmp_path, "-k", "test_throughput", "--max-examples=32", f"--junitxml={tmp_path / 'junit.xml'}",
+                 cache=smoke_cache)  # _bench passes --benchmark-disable
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    got = {k: v for k, v in _outcomes(tmp_path / "junit.xml").items() if k.startswith("test_throughput[")}
+    assert list(got) == ["test_throughput[tiny-bert-fp32-64]"], got
+    kind, msg = got["test_throughput[tiny-bert-fp32-64]"]
+    assert kind == "skipped" and "--benchmark-disable: the model loaded and ran once, untimed" in msg, (kind, msg)

@@ -9,7 +9,6 @@ takes 20-60 s. Tests skip, with the install command, where /usr/sbin/sshd is abs
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import device_venv, missing
 from edgemodels import targets
 from edgemodels.errors import EdgeModelsError
 from edgemodels.targets import Identity, RemoteError, RemoteSpec, SshTarget
@@ -37,13 +36,6 @@ paramiko = pytest.importorskip("paramiko", reason="pip install paramiko (the `te
 
 
 # ----------------------------------------------------------------------------------------- fixtures
-
-
-def _missing(why: str) -> None:
-    """Skip where a developer lacks a piece; in CI (CI set, as .ci/run does) it is a failure: setup installs it."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI: {why}")
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +101,7 @@ def start_sshd(root: Path, *, ulimit_fsize_kb: int | None = None) -> Sshd:
     """sshd -D on 127.0.0.1:<free port>, keys and config in `root`. With ulimit_fsize_kb, every file it (and
     its SFTP server) writes is capped: a disk-full stand-in (SIGXFSZ ignored, so writes fail with EFBIG)."""
     if not SSHD.exists():
-        _missing("needs an OpenSSH server: sudo apt-get install openssh-server (scripts/setup does it)")
+        missing("needs an OpenSSH server: sudo apt-get install openssh-server (scripts/setup does it)")
     if shutil.which("ssh-keygen") is None:
         pytest.skip("needs ssh-keygen: sudo apt-get install openssh-client")
     if os.geteuid() == 0 and not Path("/run/sshd").is_dir():
@@ -160,27 +152,9 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def device_python() -> str:
-    """A venv with only `.[device]` installed (numpy, psutil, ai-edge-litert; no TensorFlow), kept between
-    sessions under a name hashed from pyproject.toml and this Python's version."""
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()[:12]
-    final = Path(tempfile.gettempdir()) / f"edgemodels-test-device-venv-{key}"
-    python, done = final / "bin" / "python", final / ".edgemodels-complete"
-    if done.exists():
-        return str(python)
-    from filelock import FileLock
-
-    with FileLock(str(final) + ".lock"):
-        if done.exists():
-            return str(python)
-        shutil.rmtree(final, ignore_errors=True)  # an interrupted build of ours (the marker comes last)
-        subprocess.run([sys.executable, "-m", "venv", str(final)], check=True)  # venvs are not relocatable
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              f"{REPO}[device]"], capture_output=True, text=True, timeout=900)
-        if pip.returncode != 0:
-            shutil.rmtree(final, ignore_errors=True)
-            _missing(f"cannot pip install .[device] into a fresh venv (offline?): {pip.stderr[-300:]}")
-        done.write_text("pip install .[device]\n")
-    return str(python)
+    """A venv with only `.[device]` installed (numpy, psutil, ai-edge-litert; no TensorFlow): conftest.device_venv,
+    under this module's original name and key (pyproject.toml + Python version), so a venv built before is reused."""
+    return str(device_venv("device", name="edgemodels-test-device-venv", key_extras=False))
 
 
 @pytest.fixture

@@ -159,6 +159,34 @@ def test_table_fits_120_columns_and_keeps_the_detail_below_it():
     assert f"[{note}] FAILS: Didn't find op" in text
 
 
+def test_source_models_show_their_slug_in_the_tables_and_their_full_spec_in_json():
+    """A dir:/tflite: model's full path took the model column; the tables show sources.slug_for's short name (the
+    full spec in a footnote), report.json keeps the spec, and two sources sharing a slug keep their full specs."""
+    from edgemodels.report import pareto_table
+
+    deep = "/home/someone/experiments/2026-12/checkpoints/after-distillation"
+    rep = Report("desktop", {})
+    for spec, size, acc in ((f"dir:{deep}/my-bert", 4_000_000, 0.7), (f"tflite:{deep}/exported/student.tflite",
+                                                                      1_000_000, 0.6), ("minilm-l6", 23_000_000, 0.8)):
+        r = rep.row(spec, "drq", "64")
+        r.size_bytes, r.accuracy = size, acc
+    for text in (rep.table(), pareto_table(rep.rows())):
+        cells = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
+        assert {"dir-my-bert", "tflite-student", "minilm-l6"} <= cells, text
+        assert not any(deep in c for c in cells)
+        lines = text.splitlines()
+        assert f"dir-my-bert = dir:{deep}/my-bert" in lines  # the footnote: the full spec, once
+        assert f"tflite-student = tflite:{deep}/exported/student.tflite" in lines
+        assert max(len(line) for line in text.splitlines()) <= 120, text
+    assert {r["model"] for r in rep.to_json()["rows"]} == {f"dir:{deep}/my-bert",
+                                                            f"tflite:{deep}/exported/student.tflite", "minilm-l6"}
+    twins = Report("desktop", {})
+    for where in ("/a", "/b"):
+        twins.row(f"dir:{where}/my-bert", "fp32").accuracy = 0.5
+    text = twins.table()
+    assert "dir:/a/my-bert" in text and "dir:/b/my-bert" in text and "dir-my-bert" not in text
+
+
 def test_claims_tables_fit_120_columns_without_losing_words():
     long = Claim(">= 1 tweet/s on pi3", ">= 1/s (Pi 3, Pi 4, desktop)",
                  "mobilebert drq-compat: 3.2/s (projected) [mobilebert drq 3.3/s; mobilebert drq-compat 3.2/s; "

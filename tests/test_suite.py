@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgemodels import suite, train
+from edgemodels import expected, suite, train
 from edgemodels.suite import ALL_MODES, PAPER_MODES, Case
 
 
@@ -68,10 +68,11 @@ def test_ratio_definitions_from_sizes():
 
 
 def test_expected_refusals_by_runtime_version_and_model():
-    assert "FULLY_CONNECTED v12" in suite.expected_refusal("tflite-runtime", "2.14.0", "drq")
-    assert suite.expected_refusal("tflite-runtime", "2.14.0", "int8", "mobilebert")
-    assert suite.expected_refusal("tflite-runtime", "2.14.0", "int8", "minilm-l6") is None
-    assert suite.expected_refusal("ai-edge-litert", "2.3.0", "drq") is None
+    out = expected.BUILTIN_OUTCOMES
+    assert "FULLY_CONNECTED v12" in out.refusal("tflite-runtime", "2.14.0", "drq").reason
+    assert out.refusal("tflite-runtime", "2.14.0", "int8", "mobilebert")
+    assert out.refusal("tflite-runtime", "2.14.0", "int8", "minilm-l6") is None
+    assert out.refusal("ai-edge-litert", "2.3.0", "drq") is None
 
 
 # -- accuracy floors and random init (bench/test_accuracy.py) ------------------------------------------------
@@ -168,10 +169,11 @@ def test_random_init_with_a_pretrained_source_fails_the_accuracy_suite(monkeypat
 
 def test_large_models_may_miss_memory_only_where_measured():
     """Why: any non-compact model that did not fit xfailed on every device, with no bound."""
-    assert "1,140 MB" in suite.expected_memory_miss("pi3", Case("bert-large", "fp32"))
+    out = expected.BUILTIN_OUTCOMES
+    assert "1,140 MB" in out.memory_miss("pi3", Case("bert-large", "fp32")).reason
     for device in ("desktop", "pi4", "pi5", "native"):
-        assert suite.expected_memory_miss(device, Case("bert-large", "fp32")) is None
-    assert suite.expected_memory_miss("pi3", Case("mobilebert", "fp32")) is None  # compact: must fit everywhere
+        assert out.memory_miss(device, Case("bert-large", "fp32")) is None
+    assert out.memory_miss("pi3", Case("mobilebert", "fp32")) is None  # compact: must fit everywhere
 
 
 def test_arm_tolerances_follow_the_measured_drift():

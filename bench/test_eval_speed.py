@@ -49,6 +49,10 @@ def test_evaluation_throughput(bench, case, benchmark):
                 rounds=1, iterations=1)
         except RuntimeError as exc:
             bench.runtime_refused(case, rt, exc)
+    if benchmark.stats is None:  # --benchmark-disable: pytest-benchmark ran it once, untimed
+        assert result.n == expected_n
+        pytest.skip(f"{case.id}: --benchmark-disable: evaluated once ({result.n} tweets), untimed, so no "
+                    "tweets/s figure; run without --benchmark-disable to measure it")
     seconds = benchmark.stats.stats.mean
     benchmark.extra_info.update(
         tweets_per_s=result.n / seconds, n=result.n, seq=case.seq_label, workers=result.workers,

@@ -473,10 +473,13 @@ def test_benchmark_disable_skips_throughput_saying_why(tmp_path, smoke_cache):
     """`pytest bench/ --benchmark-disable` errored in test_throughput (benchmark.stats is None): now each case runs
     once and skips, naming the option. --max-examples=32: the short build test_worse_model_fails_baseline_compare
     also makes (same cache)."""
-    out = _bench(tmp_path, "-k", "test_throughput", "--max-examples=32", f"--junitxml={tmp_path / 'junit.xml'}",
-                 cache=smoke_cache)  # _bench passes --benchmark-disable
+    out = _bench(tmp_path, "-k", "test_throughput or test_evaluation_throughput", "--max-examples=32",
+                 f"--junitxml={tmp_path / 'junit.xml'}", cache=smoke_cache)  # _bench passes --benchmark-disable
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     got = {k: v for k, v in _outcomes(tmp_path / "junit.xml").items() if k.startswith("test_throughput[")}
     assert list(got) == ["test_throughput[tiny-bert-fp32-64]"], got
     kind, msg = got["test_throughput[tiny-bert-fp32-64]"]
     assert kind == "skipped" and "--benchmark-disable: the model loaded and ran once, untimed" in msg, (kind, msg)
+    # bench/test_eval_speed.py the same (it read benchmark.stats too): evaluated once, untimed, skipped.
+    kind, msg = _outcomes(tmp_path / "junit.xml")["test_evaluation_throughput[tiny-bert-fp32-64]"]
+    assert kind == "skipped" and "--benchmark-disable: evaluated once" in msg, (kind, msg)

@@ -167,27 +167,41 @@ class Outcomes:
     process (pytester) never see each other's records."""
 
     added: tuple[Expected, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # (model spec, the plain name a conftest gave it): a record may use either
 
     @property
     def records(self) -> tuple[Expected, ...]:
-        return (*self.added, *BUILTIN, *refusals_from_modes())
+        return (*self.added, *BUILTIN, *_MODE_REFUSALS)
+
+    def _best(self, kinds: Iterable[str], test: str | None, facets: dict[str, str | None]) -> Expected | None:
+        hits = [r for r in self.records if r.kind in kinds and r.matches(test, **facets)]
+        return max(hits, key=lambda r: r.specificity) if hits else None  # max keeps the first of equals
+
+    def _lookup(self, kinds: Iterable[str], test: str | None, facets: dict[str, str | None]) -> Expected | None:
+        """The best record for these facets, then (for a conftest's source) for the model's plain name."""
+        hit = self._best(kinds, test, facets)
+        alias = dict(self.aliases).get(facets.get("model") or "")
+        if hit is None and alias:
+            hit = self._best(kinds, test, {**facets, "model": alias})
+        return hit
 
     def find(self, kind: str, test: str | None = None, **facets: str | None) -> Expected | None:
         """The most specific record of `kind` matching; None when the outcome is not expected."""
-        hits = [r for r in self.records if r.kind == kind and r.matches(test, **facets)]
-        return max(hits, key=lambda r: r.specificity) if hits else None  # max keeps the first of equals
+        return self._lookup((kind,), test, facets)
 
     def for_test(self, test: str, **facets: str | None) -> Expected | None:
         """The collection-time record (COLLECTION_KINDS) for a bench test with these facets, or None."""
-        hits = [r for r in self.records if r.kind in COLLECTION_KINDS and r.matches(test, **facets)]
-        return max(hits, key=lambda r: r.specificity) if hits else None
+        return self._lookup(COLLECTION_KINDS, test, facets)
 
-    def marker_reason(self, record: Expected) -> str:
-        """The xfail reason: the record's kind and figure, and what to do when it stops happening (one line)."""
+    def marker_reason(self, record: Expected, test: str) -> str:
+        """The xfail reason: the record's kind and figure, and what to do when it stops happening for `test`
+        (one line). A record may cover several tests: only this one's name comes out of it."""
         where = ("a conftest.py's pytest_edgemodels_add_expected_outcomes" if record in self.added
                  else "edgemodels/expected.py")
+        fix = (f"drop {test} from the tests of the record {record.describe()}" if len(record.tests) > 1
+               else f"remove the record {record.describe()}")
         return (f"expected {record.kind}: {record.reason}; if this XPASSes (strict: a failure), it no longer "
-                f"happens: remove the record {record.describe()} from {where}")
+                f"happens: {fix} in {where}")
 
     def refusal(self, runtime: str, version: str, mode: str, model: str | None = None) -> Expected | None:
         """The record saying (runtime, version) does not run `mode` (of `model`), or None."""
@@ -204,6 +218,8 @@ class Outcomes:
         """The record saying `case` (a suite.Case) cannot be converted to TFLite builtins, or None."""
         return self.find("conversion", model=case.model, mode=case.quant, seq=case.seq_label)
 
+
+_MODE_REFUSALS: tuple[Expected, ...] = refusals_from_modes()  # the registry is immutable: built once
 
 BUILTIN_OUTCOMES = Outcomes()
 """The built-in records alone: what the CLI and an export use (no conftest.py there)."""

@@ -260,7 +260,7 @@ def resolve(
     """Find weights for `name` in the documented order; see the module docstring."""
     spec = get(name)
     offline = hub_offline() if offline is None else offline
-    weights_dir = weights_dir or (Path(os.environ[WEIGHTS_ENV]) if os.environ.get(WEIGHTS_ENV) else None)
+    weights_dir = local_weights_dir(weights_dir)
     trail: list[str] = []
     if weights_dir is not None:
         return _from_local(spec, Path(weights_dir))  # named explicitly: an unusable dir is an error
@@ -287,6 +287,11 @@ def resolve(
     cfg = json.dumps(dict(spec.config), sort_keys=True)
     return Weights(spec, "random", None, tok, "random:" + hashlib.sha256(cfg.encode()).hexdigest()[:16],
                    tuple(trail))
+
+
+def local_weights_dir(explicit: Path | None = None) -> Path | None:
+    """The local weights directory: --weights, else $EDGEMODELS_WEIGHTS_DIR, else None."""
+    return explicit or (Path(os.environ[WEIGHTS_ENV]) if os.environ.get(WEIGHTS_ENV) else None)
 
 
 @dataclass(frozen=True)

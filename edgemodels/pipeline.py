@@ -144,7 +144,9 @@ class _TrainedPlan:
     teacher: BuildRequest | None  # a distilled model's teacher request
 
 
-def _plan(req: BuildRequest, store: cache_mod.ArtifactCache) -> _TrainedPlan:
+def _plan(req: BuildRequest, store: cache_mod.ArtifactCache,
+          splits: tuple[data.Dataset, data.Dataset] | None = None) -> _TrainedPlan:
+    """`splits`: req's (train, validation) where the caller has them (a teacher's are its student's)."""
     src = req.source
     weights = sources.resolve(src, cache_root=store.root, weights_dir=req.weights_dir)
     parts: dict[str, Any] = {"weights": weights.identity, "libs": library_versions()}
@@ -159,23 +161,22 @@ def _plan(req: BuildRequest, store: cache_mod.ArtifactCache) -> _TrainedPlan:
     fine_tune = weights.pretrained or req.from_scratch
     teacher = req.teacher_request() if fine_tune else None
     if fine_tune:
-        train_set, val_set = _splits(req)
+        train_set, val_set = splits or _splits(req)
         parts.update(data=[train_set.fingerprint, val_set.fingerprint], train=req.train.key())
     else:
         parts.update(seed=req.train.seed)
     if teacher is not None:  # only distilled models gain these parts
         _check_teacher_weights(req, teacher)
-        parts.update(teacher={"model": teacher.model, "trained": _plan(teacher, store).key.digest},
-                     distill=req.distill.key())
+        # The teacher's splits are the student's (same data, seed and split options: BuildRequest.teacher_request).
+        teacher_key = _plan(teacher, store, (train_set, val_set)).key
+        parts.update(teacher={"model": teacher.model, "trained": teacher_key.digest}, distill=req.distill.key())
     return _TrainedPlan(cache_mod.Key("trained", src.slug, parts), weights, labels, fine_tune, train_set, val_set,
                         teacher)
 
 
 def _check_teacher_weights(req: BuildRequest, teacher: BuildRequest) -> None:
     """A weights directory holding one model would be read as the teacher too: ask for a sub-directory per model."""
-    import os
-
-    wd = req.weights_dir or (Path(os.environ[models.WEIGHTS_ENV]) if os.environ.get(models.WEIGHTS_ENV) else None)
+    wd = models.local_weights_dir(req.weights_dir)
     if wd is not None and not (Path(wd) / teacher.model).is_dir():
         raise DistillError(f"{wd}: {req.model} is distilled from {teacher.model}, whose weights would be read from "
                            f"this directory too; put each model's weights in {wd}/<name> ({wd}/{teacher.model}, "

@@ -92,10 +92,13 @@ def test_distill_trains_deterministically_and_reports_agreement(tiny_distill):
     assert again.history == result.history and all(np.array_equal(a, b) for a, b in zip(weights, weights2))
 
 
-def test_distill_with_alpha_one_is_fine_tune(tiny_distill):
-    """With no weight on the teacher the loss is the labels' cross-entropy: the same fit as fine_tune."""
+@pytest.mark.parametrize("class_weights", [False, True])
+def test_distill_with_alpha_one_is_fine_tune(tiny_distill, class_weights):
+    """With no weight on the teacher the loss is the labels' cross-entropy: the same fit as fine_tune, class weights
+    included (distill passes them as per-example sample weights, fine_tune as Keras's class_weight)."""
     w, tok, tr, va, cfg, _ = tiny_distill
-    kd_result, _, kd_weights = _distill(tiny_distill, DistillConfig(alpha=1.0))
+    cfg = replace(cfg, class_weights=class_weights)
+    kd_result, _, kd_weights = _distill(tiny_distill, DistillConfig(alpha=1.0), class_weights=class_weights)
     model = models.build_classifier(w, seed=0)
     ft_result = train.fine_tune(model, tok, tr, va, cfg)
     np.testing.assert_allclose(kd_result.history["loss"], ft_result.history["loss"], rtol=1e-5)

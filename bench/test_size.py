@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgemodels import modes, report, suite
+from edgemodels import claims, modes, suite
 
 pytestmark = pytest.mark.size
 
@@ -73,17 +73,11 @@ def test_strict_ratio(bench):
     if best is None:
         pytest.skip(f"no trained deployable compact artifact within {suite.PAPER_DROP_PTS} points of {ref.id}"
                     f"{left_out}")
-    ratio, case, acc, drop = best
+    ratio, case, acc, _ = best
     size = bench.artifact(case).size_bytes
     budget = int(large_bytes / suite.STRICT_RATIO)
-    bench.report.add_claim(report.Claim(
-        claim="deployable model >= 160x smaller than deployable BERT-Large, within 4.1 points", paper="160x, Δ -4.1 pt",
-        ours=f"{ratio:.1f}x: {case.id} {size:,} bytes (budget {budget:,}), accuracy {acc.accuracy:.4f} vs {ref.id} "
-             f"{ref_acc.accuracy:.4f} (Δ {-drop:+.2f} pt, n={acc.n}){left_out}",
-        definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
-                   "of the large reference's fp32 accuracy, among those the device's runtime is not known to refuse "
-                   "(edgemodels/expected.py); its loading is checked by test_compat",
-        holds=ratio >= suite.STRICT_RATIO, caveat=bench.claim_caveat(ref.model, ref_acc, acc)))
+    bench.report.add_claim(claims.strict_ratio(ratio, case.id, size, budget, acc, ref.id, ref_acc, left_out,
+                                               bench.claim_caveat(ref.model, ref_acc, acc)))
     if ratio < suite.STRICT_RATIO:  # an expected outcome where only this runtime's refusals stand in the way
         small_refused = [cid for cid in refused
                          if large_bytes / bench.artifact(next(c for c in bench.cases() if c.id == cid)).size_bytes

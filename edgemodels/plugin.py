@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pytest
 
-from edgemodels import cache, data, devices, quiet, report, suite
+from edgemodels import cache, claims, data, devices, quiet, report, suite
 from edgemodels import expected as expected_mod
 from edgemodels.errors import EdgeModelsError
 
@@ -616,27 +616,15 @@ class BenchSession:
             compat, ckpt))
         if value is None:
             pytest.skip(f"{defn.name}: {detail}")
-        self.report.add_claim(report.Claim(
-            claim="quantized MobileBERT ~160x smaller than BERT-Large", paper="160x",
-            ours=f"{value:.1f}x ({detail})", definition=f"{defn.name}: {defn.numerator} / {defn.denominator}",
-            holds=value >= suite.PAPER_RATIO_HOLDS))
+        self.report.add_claim(claims.size_ratio(defn, value, detail))
         return value, detail
 
-    def claim_accuracy(self, large: str, compact: str, a_big, a_small, drop: float) -> report.Claim:
-        return report.Claim(
-            claim="compressed model loses 4.1 accuracy points", paper=f"Δ -{suite.PAPER_DROP_PTS} pt",
-            ours=f"Δ {-drop:+.2f} pt ({compact} drq {a_small.accuracy:.4f} vs {large} fp32 {a_big.accuracy:.4f}, "
-                 f"n={a_big.n}, {self.data_spec})",
-            definition=f"Δ = {compact} drq .tflite accuracy - {large} fp32 .tflite accuracy, same evaluation split; "
-                       "negative = loss",
-            holds=drop <= suite.PAPER_DROP_PTS, caveat=self.claim_caveat(large, a_big, a_small))
-
     def claim_caveat(self, large: str, a_big, a_small) -> str | None:
-        """Why this run cannot test an accuracy claim against `large` (suite.claim_caveat), or None."""
+        """Why this run cannot test an accuracy claim against `large` (claims.caveat), or None."""
         big = self.case(large, "fp32")
         trained = big is not None and bool(self.artifact(big).manifest.get("trained"))
-        return suite.claim_caveat(self.scale.name, self.data_kind, trained, a_big.accuracy, a_small.accuracy,
-                                  a_big.majority_accuracy)
+        return claims.caveat(self.scale.name, self.data_kind, trained, a_big.accuracy, a_small.accuracy,
+                             a_big.majority_accuracy)
 
     # -- speed, memory, device runtime ---------------------------------------------------------
     def feeds(self, case: suite.Case, n: int | None = None) -> list[dict]:
@@ -1159,22 +1147,6 @@ def _session_used(s: BenchSession) -> bool:
     return "report" in s.__dict__ and bool(s.report.rows())
 
 
-def _speed_claim(s: BenchSession) -> report.Claim | None:
-    """'>= 1 tweet/s' for this device: the quantized compact models the device's runtime can run."""
-    rows = [r for r in s.report.rows() if r.model in ("mobilebert", "minilm-l6") and r.seq == "128"
-            and suite.Case(r.model, r.mode).candidate and r.inferences_per_s is not None]
-    if not rows:
-        return None
-    shown = "; ".join(f"{r.model} {r.mode} {r.inferences_per_s:.3g}/s" for r in rows)
-    paper_mode = [r for r in rows if r.model == "mobilebert"] or rows
-    best = max(paper_mode, key=lambda r: r.inferences_per_s)
-    return report.Claim(
-        claim=f">= 1 tweet/s on {s.device}", paper=">= 1/s (Pi 3, Pi 4, desktop)",
-        ours=f"{best.model} {best.mode}: {best.inferences_per_s:.3g}/s ({best.method}) [{shown}]",
-        definition=f"batch 1, seq 128, {best.threads} thread(s), {best.runtime} {best.runtime_version}",
-        holds=best.inferences_per_s >= s.profile.target_inferences_per_s)
-
-
 def _baseline_dir(config: pytest.Config, s: BenchSession) -> Path:
     """Baselines are per data kind and scale; the default is the rootdir's, never the working directory's."""
     named = config.getoption("--baseline-dir")
@@ -1218,7 +1190,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             s.baseline_error = "--baseline-compare: this run measured nothing, so nothing was compared"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    speed = _speed_claim(s)
+    speed = claims.speed(s.report.rows(), s.device, s.profile.target_inferences_per_s)
     if speed is not None:
         s.report.add_claim(speed)
     out = session.config.getoption("--report-dir")

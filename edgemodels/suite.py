@@ -162,29 +162,6 @@ PAPER_DATA_KIND = "replab"
 """The paper's data (RepLab 2013): the accuracy claim is only tested on it."""
 
 
-def claim_caveat(scale: str, data_kind: str, large_trained: bool, large_accuracy: float | None,
-                 compact_accuracy: float | None, majority: float | None) -> str | None:
-    """Why a run cannot test the paper's accuracy claim (issue 12 item 6), or None when it can.
-
-    A verdict from a reduced budget, other data, or a large reference that learned less than the compact model
-    reads as a reproduction when it is not one: the large model must be trained (not a random init), must beat
-    the majority class, and must not lose to the compact model by more than the claim's own 4.1 points (then it is
-    under-trained: the claim is about what compression costs a well-trained model)."""
-    why = []
-    if data_kind != PAPER_DATA_KIND:
-        why.append(f"data {data_kind!r} is not the paper's RepLab 2013")
-    if scale != "paper":
-        why.append(f"scale {scale!r} is a reduced training budget")
-    if not large_trained:
-        why.append("the large model is a random init")
-    elif large_accuracy is not None and majority is not None and large_accuracy <= majority:
-        why.append(f"the large model ({large_accuracy:.1%}) does not beat the majority class ({majority:.1%})")
-    elif large_accuracy is not None and compact_accuracy is not None \
-            and 100 * (compact_accuracy - large_accuracy) > PAPER_DROP_PTS:
-        why.append(f"the compact model beats the large one by {100 * (compact_accuracy - large_accuracy):.2f} pt: "
-                   "the large reference is under-trained")
-    return "; ".join(why) or None
-
 MODE_MIN_COMPRESSION: Mapping[str, float] = MappingProxyType({n: m.min_compression for n, m in modes.MODES.items()})
 """How much smaller each mode must be than the same model's fp32 file (measured ~4x/2x; floors leave room)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgemodels import convert, expected, modes, suite
+from edgemodels import claims, convert, expected, modes, suite
 from edgemodels.errors import EdgeModelsError
 
 
@@ -61,8 +61,8 @@ def test_deployable_modes_are_the_speed_candidates():
 
 def test_claim_caveat_says_why_a_run_cannot_test_the_claim():
     # The CI budget on built-in data, MiniLM beating an under-trained MPNet by 7 points (issue 12 item 6).
-    why = suite.claim_caveat("ci", "builtin", True, 0.73, 0.8017, 0.6567)
+    why = claims.caveat("ci", "builtin", True, 0.73, 0.8017, 0.6567)
     assert "RepLab" in why and "reduced training budget" in why and "under-trained" in why and "7.17" in why
-    assert suite.claim_caveat("paper", "replab", True, 0.776, 0.747, 0.595) is None  # a real test of the claim
-    assert "random init" in suite.claim_caveat("paper", "replab", False, 0.33, 0.747, 0.595)
-    assert "majority" in suite.claim_caveat("paper", "replab", True, 0.59, 0.55, 0.595)
+    assert claims.caveat("paper", "replab", True, 0.776, 0.747, 0.595) is None  # a real test of the claim
+    assert "random init" in claims.caveat("paper", "replab", False, 0.33, 0.747, 0.595)
+    assert "majority" in claims.caveat("paper", "replab", True, 0.59, 0.55, 0.595)

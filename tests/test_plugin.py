@@ -312,17 +312,17 @@ def test_arm_outputs_are_compared_with_the_same_files_x86_outputs(tmp_path, monk
 
 
 def test_speed_claim_fails_below_the_device_target(tmp_path):
-    from edgemodels import plugin
+    from edgemodels import claims
 
     s = _session(tmp_path, device="pi3")
     fp32 = s.report.row("minilm-l6", "fp32")
     fp32.inferences_per_s, fp32.method = 50.0, "projected"  # not a deployment candidate: never counted
     drq = s.report.row("minilm-l6", "drq")
     drq.inferences_per_s, drq.method, drq.threads, drq.runtime, drq.runtime_version = 0.9, "projected", 2, "x", "1"
-    claim = plugin._speed_claim(s)
+    claim = claims.speed(s.report.rows(), s.device, s.profile.target_inferences_per_s)
     assert claim.holds is False and "minilm-l6 drq: 0.9/s" in claim.ours
     drq.inferences_per_s = 1.0
-    assert plugin._speed_claim(s).holds is True
+    assert claims.speed(s.report.rows(), s.device, s.profile.target_inferences_per_s).holds is True
 
 
 @pytest.mark.parametrize("device, factor", [("pi4", 0.10), ("pi3", 0.025), ("desktop", None)])

@@ -1,0 +1,86 @@
+"""The paper's claims as rows of the claims table (`report.Claim`), from measured values.
+
+What a verdict rests on is decided here, once: the bench measures (edgemodels/plugin.py, bench/test_*.py) and
+hands the figures over; `python -m edgemodels claims` merges the rows of several runs. No pytest, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from edgemodels import report, suite
+
+
+def caveat(scale: str, data_kind: str, large_trained: bool, large_accuracy: float | None,
+           compact_accuracy: float | None, majority: float | None) -> str | None:
+    """Why a run cannot test the paper's accuracy claim (issue 12 item 6), or None when it can.
+
+    A verdict from a reduced budget, other data, or a large reference that learned less than the compact model
+    reads as a reproduction when it is not one: the large model must be trained (not a random init), must beat
+    the majority class, and must not lose to the compact model by more than the claim's own 4.1 points (then it is
+    under-trained: the claim is about what compression costs a well-trained model)."""
+    why = []
+    if data_kind != suite.PAPER_DATA_KIND:
+        why.append(f"data {data_kind!r} is not the paper's RepLab 2013")
+    if scale != "paper":
+        why.append(f"scale {scale!r} is a reduced training budget")
+    if not large_trained:
+        why.append("the large model is a random init")
+    elif large_accuracy is not None and majority is not None and large_accuracy <= majority:
+        why.append(f"the large model ({large_accuracy:.1%}) does not beat the majority class ({majority:.1%})")
+    elif large_accuracy is not None and compact_accuracy is not None \
+            and 100 * (compact_accuracy - large_accuracy) > suite.PAPER_DROP_PTS:
+        why.append(f"the compact model beats the large one by {100 * (compact_accuracy - large_accuracy):.2f} pt: "
+                   "the large reference is under-trained")
+    return "; ".join(why) or None
+
+
+def size_ratio(defn: suite.RatioDefinition, value: float, detail: str) -> report.Claim:
+    """One reading of the paper's ~160x (suite.RATIOS), from real file sizes."""
+    return report.Claim(
+        claim="quantized MobileBERT ~160x smaller than BERT-Large", paper="160x",
+        ours=f"{value:.1f}x ({detail})", definition=f"{defn.name}: {defn.numerator} / {defn.denominator}",
+        holds=value >= suite.PAPER_RATIO_HOLDS)
+
+
+def accuracy_drop(large: str, compact: str, a_big, a_small, data_spec: str, why_untested: str | None) -> report.Claim:
+    """The paper's -4.1 points: `compact` drq against `large` fp32 on the same evaluation split (evaluate results)."""
+    drop = 100 * (a_big.accuracy - a_small.accuracy)
+    return report.Claim(
+        claim="compressed model loses 4.1 accuracy points", paper=f"Δ -{suite.PAPER_DROP_PTS} pt",
+        ours=f"Δ {-drop:+.2f} pt ({compact} drq {a_small.accuracy:.4f} vs {large} fp32 {a_big.accuracy:.4f}, "
+             f"n={a_big.n}, {data_spec})",
+        definition=f"Δ = {compact} drq .tflite accuracy - {large} fp32 .tflite accuracy, same evaluation split; "
+                   "negative = loss",
+        holds=drop <= suite.PAPER_DROP_PTS, caveat=why_untested)
+
+
+def strict_ratio(ratio: float, case_id: str, size: int, budget: int, acc, ref_id: str, ref_acc, left_out: str,
+                 why_untested: str | None) -> report.Claim:
+    """Issue 12's strict row: BERT-Large fp32 .tflite bytes / the smallest deployable artifact within 4.1 points."""
+    drop = 100 * (ref_acc.accuracy - acc.accuracy)
+    return report.Claim(
+        claim="deployable model >= 160x smaller than deployable BERT-Large, within 4.1 points", paper="160x, Δ -4.1 pt",
+        ours=f"{ratio:.1f}x: {case_id} {size:,} bytes (budget {budget:,}), accuracy {acc.accuracy:.4f} vs {ref_id} "
+             f"{ref_acc.accuracy:.4f} (Δ {-drop:+.2f} pt, n={acc.n}){left_out}",
+        definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
+                   "of the large reference's fp32 accuracy, among those the device's runtime is not known to refuse "
+                   "(edgemodels/expected.py); its loading is checked by test_compat",
+        holds=ratio >= suite.STRICT_RATIO, caveat=why_untested)
+
+
+def speed(rows: Iterable[report.Row], device: str, target_per_s: float) -> report.Claim | None:
+    """'>= 1 tweet/s' on `device`: the deployment candidates at seq 128 (compact models, deployable modes) that were
+    timed; MobileBERT's best where it was (the paper's model), else the best of the others. None: nothing timed."""
+    rows = [r for r in rows if r.model in ("mobilebert", "minilm-l6") and r.seq == "128"
+            and suite.Case(r.model, r.mode).candidate and r.inferences_per_s is not None]
+    if not rows:
+        return None
+    shown = "; ".join(f"{r.model} {r.mode} {r.inferences_per_s:.3g}/s" for r in rows)
+    paper_mode = [r for r in rows if r.model == "mobilebert"] or rows
+    best = max(paper_mode, key=lambda r: r.inferences_per_s)
+    return report.Claim(
+        claim=f">= 1 tweet/s on {device}", paper=">= 1/s (Pi 3, Pi 4, desktop)",
+        ours=f"{best.model} {best.mode}: {best.inferences_per_s:.3g}/s ({best.method}) [{shown}]",
+        definition=f"batch 1, seq 128, {best.threads} thread(s), {best.runtime} {best.runtime_version}",
+        holds=best.inferences_per_s >= target_per_s)

@@ -33,8 +33,9 @@ SELECTORS: tuple[str, ...] = ("data", "scale", "model", "versus", "mode", "seq",
                               "runtime_version")
 """What a record may match on; each defaults to ANY."""
 
-COLLECTION_KINDS: tuple[str, ...] = ("loss", "claim-miss", "strict-miss")
-"""Decidable from the test id and the run's options: applied as strict xfail markers at collection."""
+COLLECTION_KINDS: tuple[str, ...] = ("loss", "claim-miss", "strict-miss", "speed")
+"""Decidable from the test id and the run's options: applied as xfail markers at collection (strict, except a
+"speed" record whose figure sits at the target within timing noise: `strict=False`)."""
 
 RUNTIME_KINDS: tuple[str, ...] = ("conversion", "memory", "refusal")
 """Known only while a test runs; looked up by the bench session (they apply to every test meeting the case)."""
@@ -65,6 +66,7 @@ class Expected:
     runtime_version: str = ANY
     crash: bool = False  # a refusal that is the runtime crashing (SIGSEGV): the bench runs the case in a child first
     instead: str | None = None  # a refusal: the mode that runtime should use
+    strict: bool = True  # False only for a "speed" record at the target within timing noise: an XPASS is no failure
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -79,6 +81,9 @@ class Expected:
         if self.kind in RUNTIME_KINDS and self.tests:
             raise ExpectedError(f"expected outcome {self.reason[:60]!r}: a {self.kind!r} record applies to every "
                                 "test meeting the case: leave tests empty")
+        if not self.strict and self.kind != "speed":
+            raise ExpectedError(f"expected outcome {self.reason[:60]!r}: only a 'speed' record (a figure at the "
+                                "target within timing noise) may be non-strict; a known loss or miss stays strict")
         if not self.reason.strip() or "\n" in self.reason:
             raise ExpectedError(f"expected outcome of kind {self.kind!r}: the reason must be one non-empty line")
         for name in SELECTORS:
@@ -135,6 +140,15 @@ BUILTIN: tuple[Expected, ...] = (
     # 2026-12-01 (scale ci, builtin, desktop): minilm-l6 pruned-w4 6,888,928 bytes, 194.2x, 77.5 % against
     # mpnet-base fp32's 68.7-73.0 % (the claims table says why that comparison cannot test the claim). At the
     # frequency floor 1 it was 8,395,088 bytes, 159.4x: edgemodels.modes.PRUNE_MIN_COUNT says why 5.
+    # -- speed: deployable modes whose projected speed on a device sits at its target (test_throughput). Weight-only
+    # int8 (w8, pruned-w8) runs float kernels after DEQUANTIZE, so it runs at fp32's speed; on a Pi 3 that projects
+    # to ~1/s. Measured 2026-12-01 (CI scale, cold .ci/run phase 2, alone on the 2-core Xeon): minilm-l6 w8
+    # 0.999/s, fp32 1.007/s; beside other jobs 0.55/s. At the target within this VM's timing spread (14.5 % between
+    # two runs, README "Regression gating"), so not strict: the row keeps the figure either way.
+    *(Expected("speed", "weight-only int8 runs float kernels (DEQUANTIZE, then fp32): on a Pi 3 it projects at fp32's "
+               "~1.0/s (w8 0.999/s, fp32 1.007/s, 2026-12-01), at the 1/s target within timing noise; there use "
+               "drq-compat (MobileBERT 1.9/s, MiniLM-L6 4.6/s projected)", ("test_throughput",), device="pi3",
+               mode=m, strict=False) for m in ("w8", "pruned-w8")),
     # -- conversion failures: (model, seq) the TFLite converter cannot turn into builtin ops. Measured 2026-11-24,
     # TF 2.21: `ERROR_NEEDS_FLEX_OPS` for tf.Log and tf.RealDiv on float64.
     Expected("conversion", "MPNet computes its relative-position buckets in float64 (tf.Log, tf.RealDiv) from the "
@@ -200,6 +214,9 @@ class Outcomes:
                  else "edgemodels/expected.py")
         fix = (f"drop {test} from the tests of the record {record.describe()}" if len(record.tests) > 1
                else f"remove the record {record.describe()}")
+        if not record.strict:
+            return (f"expected {record.kind} (not strict: at the target within timing noise): {record.reason}; "
+                    f"a pass is an XPASS, not a failure; if it always passes, {fix} in {where}")
         return (f"expected {record.kind}: {record.reason}; if this XPASSes (strict: a failure), it no longer "
                 f"happens: {fix} in {where}")
 

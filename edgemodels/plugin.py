@@ -188,7 +188,7 @@ def _mark_expected(s: BenchSession, items: list) -> None:
         test = getattr(item, "originalname", item.name)
         rec = s.expected.for_test(test, **facets)
         if rec is not None:
-            item.add_marker(pytest.mark.xfail(strict=True, raises=_assertion_in(test),
+            item.add_marker(pytest.mark.xfail(strict=rec.strict, raises=_assertion_in(test),
                                               reason=s.expected.marker_reason(rec, test)))
 
 

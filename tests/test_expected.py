@@ -164,9 +164,22 @@ def _collect_marks(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProc
     for line in out.stdout.splitlines():
         if line.startswith("XFAIL-MARK "):
             _, test, strict, raises, reason = line.split(" ", 4)
-            assert strict == "True" and raises == "AssertionError", line
+            # Strict, except a speed record at the target within timing noise (it says so in its reason).
+            assert strict == str(not reason.startswith("expected speed (not strict")) and raises == "AssertionError", line
             marks[test] = reason
     return out, marks
+
+
+def test_pi3_marks_weight_only_int8_speed_as_not_strict(tmp_path):
+    """On a Pi 3, w8 projects at fp32's ~1/s (float kernels): an xfail that a pass does not turn into a failure;
+    the known losses stay strict, and only pi3 gets the speed record."""
+    out, marks = _collect_marks(tmp_path, "--scale=ci", "--device=pi3")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert sorted(marks) == ["test_accuracy_floor[minilm-l6-int8-128]", "test_drop_vs_fp32[minilm-l6-int8-128]",
+                             "test_throughput[minilm-l6-w8-128]"]
+    assert marks["test_throughput[minilm-l6-w8-128]"].startswith("expected speed (not strict")
+    with pytest.raises(ExpectedError, match="only a 'speed' record"):
+        Expected("loss", "r", ("test_drop_vs_fp32",), strict=False)
 
 
 def test_ci_collection_marks_exactly_the_known_losses(tmp_path):

@@ -4,11 +4,10 @@ strict xfail markers and the conftest hook that adds records (issue 11)."""
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from test_plugin import smoke_cache  # noqa: F401  (the session's smoke-scale cache: tiny-bert built once)
+from test_plugin import _outcomes, smoke_cache  # noqa: F401  (the session's smoke-scale cache: tiny-bert built once)
 
 from edgemodels import expected, modes, suite
 from edgemodels.expected import ANY, Expected, ExpectedError
@@ -220,17 +219,6 @@ def pytest_edgemodels_add_expected_outcomes():
                  model="tiny-bert", mode="fp32"),
     ]
 '''
-
-
-def _outcomes(junit: Path) -> dict[str, tuple[str, str]]:
-    out = {}
-    for tc in ET.parse(junit).getroot().iter("testcase"):
-        kind, msg = "passed", ""
-        for child in tc:
-            if child.tag in ("failure", "skipped", "error"):
-                kind, msg = child.tag, (child.get("message") or "") + (child.text or "")
-        out[tc.get("name")] = ("failed" if kind == "failure" else kind, msg)
-    return out
 
 
 @pytest.mark.slow

@@ -33,14 +33,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgemodels import LABELS
+from edgemodels import LABELS, suite
 from edgemodels.cache import sha256_file
 from edgemodels.errors import EdgeModelsError
 
 FORMAT = "edgemodels-export/1"
 INDEX = "index.json"
-THROUGHPUT_SAMPLE = 64
-"""Tweets the throughput suite cycles through (plugin.BenchSession.feeds(case, 64))."""
+THROUGHPUT_SAMPLE = suite.THROUGHPUT_SAMPLE  # the tweets the throughput suite cycles through
 
 REFERENCE_THREADS = 1
 """The x86 reference outputs are computed at one thread: reproducible, like the emulated runs they mirror."""
@@ -319,7 +318,7 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
     from dataclasses import replace
 
     from edgemodels import cache as cache_mod
-    from edgemodels import convert, data, devices, evaluate, expected, pipeline, runtime, suite
+    from edgemodels import convert, data, devices, evaluate, expected, pipeline, runtime
     from edgemodels.convert import ConversionError
 
     out = Path(out).expanduser().absolute()

@@ -545,7 +545,7 @@ class BenchSession:
         return self._accuracy[(case, rt)]
 
     def runtime_refused(self, case: suite.Case, rt: str, exc: BaseException) -> None:
-        """`rt` refused the case's file: xfail where suite.py expects it (drq on tflite-runtime 2.14), else fail.
+        """`rt` refused the case's file: xfail where edgemodels/expected.py expects it (drq on tflite-runtime 2.14), else fail.
 
         A refusal is a load failure (runtime.ModelLoadError) or, for a case the registry expects `rt` to refuse, a
         RuntimeError when the loaded file is run (tflite-runtime 2.14 loads w4 and fails at the first invoke:
@@ -580,7 +580,8 @@ class BenchSession:
             res = measure.peak_rss_of_run(art.tflite, runtime=rt, threads=1, runs=1,
                                           seq_len=case.seq or art.manifest["max_length"],
                                           budget_bytes=self.profile.memory_budget_bytes)
-            probes[(case, rt)] = res.error
+            # A child stopped for memory did not crash: that is the memory test's finding, not this refusal.
+            probes[(case, rt)] = None if "exceeded budget" in (res.error or "") else res.error
         if probes[(case, rt)]:
             self.row(case).notes.append(f"{rt} {version} fails on it in a child process")
             pytest.xfail(f"{case.id}: {rt} {version} fails on it in a child process (expected: {why}): "
@@ -674,7 +675,7 @@ class BenchSession:
             (pytest.xfail if expected else pytest.fail)(str(exc))
         if note:
             self.row(case).notes.append(note)
-        feeds = self.feeds(case, 64)
+        feeds = self.feeds(case, suite.THROUGHPUT_SAMPLE)
         try:  # one run before timing: a runtime that loads a file and fails at its first invoke refused it
             model.run(feeds[0])
         except RuntimeError as exc:
@@ -710,7 +711,7 @@ class BenchSession:
 
     # -- on the --remote device ------------------------------------------------------------------
     def _remote_refused(self, case: suite.Case, res, what: str) -> None:
-        """A model the remote's runtime refuses: xfail where suite.py expects it (drq on tflite-runtime 2.14)."""
+        """A model the remote's runtime refuses: xfail where edgemodels/expected.py expects it (drq on tflite-runtime 2.14)."""
         ident = res.identity
         self.row(case).notes.append(f"{what}: {ident.runtime or self.remote_runtime} cannot load it ({ident.label})")
         expected = self.expected.refusal(self.remote_runtime, ident.runtime_version or "", case.quant, case.model)
@@ -719,7 +720,7 @@ class BenchSession:
     def too_big_for_device(self, case: suite.Case, art, what: str = "") -> None:
         """On the device itself (here or a real --remote), never load a file larger than its memory budget: the
         process's RSS would exceed it (BERT-Large fp32's 1.3 GB on a 1 GB Pi 3). Reported as does-not-fit (an
-        xfail where suite.py expects the miss, a failure elsewhere), not crashed into. Off the device the host
+        xfail where edgemodels/expected.py expects the miss, a failure elsewhere), not crashed into. Off the device the host
         loads it and measures its RSS against the budget."""
         if not self.measured_on_device:
             return
@@ -743,7 +744,7 @@ class BenchSession:
         art = self.artifact(case)
         self.too_big_for_device(case, art)
         res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads,
-                              feeds=self.feeds(case, 64), outputs=False,
+                              feeds=self.feeds(case, suite.THROUGHPUT_SAMPLE), outputs=False,
                               timing=targets.Timing(rounds=self.scale.throughput_rounds, warmup=1))
         if not res.loads:
             self._remote_refused(case, res, "throughput")

@@ -28,6 +28,7 @@ from tabulate import tabulate
 
 from edgemodels.cache import atomic_write_bytes, atomic_write_text
 from edgemodels.errors import EdgeModelsError
+from edgemodels.suite import STRICT_RATIO
 
 Method = Literal["measured", "projected"]
 METHODS: tuple[str, ...] = ("measured", "projected")
@@ -901,8 +902,6 @@ __all__ = [
 # Pareto: what each artifact costs in bytes against what it gives (issue 12)
 # --------------------------------------------------------------------------------------------------
 
-STRICT_RATIO_TARGET = 160.0
-"""The paper's ratio read strictly: BERT-Large fp32 .tflite bytes / a deployable artifact's bytes."""
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
@@ -950,8 +949,8 @@ def pareto_rows(rows: list[Row]) -> list[ParetoRow]:
 
 def pareto_json(rows: list[Row]) -> dict[str, Any]:
     large = large_fp32_bytes(rows)
-    return {"large_fp32_bytes": large, "target_ratio": STRICT_RATIO_TARGET,
-            "budget_bytes": int(large / STRICT_RATIO_TARGET) if large else None,
+    return {"large_fp32_bytes": large, "target_ratio": STRICT_RATIO,
+            "budget_bytes": int(large / STRICT_RATIO) if large else None,
             "rows": [asdict(p) for p in pareto_rows(rows)]}
 
 
@@ -967,8 +966,8 @@ def pareto_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
              "" if p.inferences_per_s is None else f"{_fmt_sig(p.inferences_per_s)} ({p.method})"
              + (" *" if p.speed_front else "")] for p in prs]
     large = large_fp32_bytes(rows)
-    note = (f"* on the front (nothing smaller is as good); {STRICT_RATIO_TARGET:g}x line: "
-            f"{large:,} / {STRICT_RATIO_TARGET:g} = {int(large / STRICT_RATIO_TARGET):,} bytes" if large else
+    note = (f"* on the front (nothing smaller is as good); {STRICT_RATIO:g}x line: "
+            f"{large:,} / {STRICT_RATIO:g} = {int(large / STRICT_RATIO):,} bytes" if large else
             "* on the front (nothing smaller is as good); no BERT-Large fp32 in this run: no 160x line")
     return _fit(["model", "mode", "seq", "size MB", "x BERT-L", "acc", "inf/s"], body, wrap=(0, 1), width=width) \
         + "\n" + note + "".join("\n" + line for line in _wrap_lines(full, width))
@@ -1002,8 +1001,8 @@ def write_pareto_png(rows: list[Row], path: Path, device: str) -> None:
                         (p.size_bytes, getattr(p, field_) * scale), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
         if large:
-            ax.axvline(large / STRICT_RATIO_TARGET, color="tab:green", linestyle="--",
-                       label=f"{STRICT_RATIO_TARGET:g}x smaller than BERT-Large fp32")
+            ax.axvline(large / STRICT_RATIO, color="tab:green", linestyle="--",
+                       label=f"{STRICT_RATIO:g}x smaller than BERT-Large fp32")
         ax.set_xscale("log")
         ax.set_xlabel("bytes (log scale)")
         ax.set_ylabel(label)

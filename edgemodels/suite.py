@@ -243,5 +243,8 @@ def arm_diff_limit(mode: str, x86_max_abs: float | None) -> float:
 
 
 
+THROUGHPUT_SAMPLE = 64
+"""Tweets the throughput suite cycles through (real lengths for dynamic models); an export carries this sample."""
+
 EMULATE_INFERENCE_MAX_BYTES = 150_000_000
 """Larger artifacts are only loaded under emulation: an emulated BERT-Large inference takes minutes."""

@@ -62,6 +62,12 @@ def test_a_record_may_name_a_conftest_source_by_its_plain_name():
     assert ours.for_test("test_drop_vs_fp32", model=spec, mode="int8") is recs[1]
     assert ours.refusal("rt", "1.0", "drq", "dir:/models/other") is None
     assert expected.Outcomes(recs).refusal("rt", "1.0", "drq", spec) is None  # no alias: the spec alone
+    # Named by its plain name, a record is as specific as one naming the spec: it beats a built-in for any model.
+    crash = Expected("refusal", "my model crashes the Pi 3 runtime (test)", model="mine", mode="drq",
+                     runtime="tflite-runtime", runtime_version="2.14.0", crash=True)
+    ours = expected.Outcomes((crash,), aliases=((spec, "mine"),))
+    assert ours.refusal("tflite-runtime", "2.14.0", "drq", spec) is crash
+    assert ours.refusal("tflite-runtime", "2.14.0", "drq", "minilm-l6").model == ANY  # others: the built-in
 
 
 def test_only_the_tests_own_assertion_is_the_expected_outcome():
@@ -219,6 +225,35 @@ def pytest_edgemodels_add_expected_outcomes():
                  model="tiny-bert", mode="fp32"),
     ]
 '''
+
+
+_SPEED_HOOK = '''from edgemodels.expected import Expected
+
+
+def pytest_edgemodels_add_expected_outcomes():  # non-strict speed records: one floor out of reach, one within
+    return [Expected("speed", "far below its floor (test record)", ("test_throughput",), model="tiny-bert",
+                     mode="drq", strict=False, floor=1e12),
+            Expected("speed", "at the target within noise (test record)", ("test_throughput",), model="tiny-bert",
+                     mode="fp32", strict=False, floor=1.0)]
+'''
+
+
+@pytest.mark.slow
+def test_a_non_strict_speed_record_still_fails_below_its_floor(tmp_path, smoke_cache):  # noqa: F811
+    """A speed record at the target within noise is non-strict (a pass is no failure), but it cannot make the test
+    unable to fail: below the record's floor the throughput test fails."""
+    (tmp_path / "my_speed.py").write_text(_SPEED_HOOK)
+    junit = tmp_path / "junit.xml"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "bench"), "-q", "-p", "no:cacheprovider", "-p", "my_speed",
+         "--device=desktop", "--scale=smoke", "--modes=fp32,drq", "-k", "test_throughput and -64",
+         f"--edge-cache={smoke_cache}", f"--report-dir={tmp_path / 'report'}", f"--junitxml={junit}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == pytest.ExitCode.TESTS_FAILED, out.stdout[-4000:] + out.stderr[-2000:]
+    got = _outcomes(junit)
+    kind, msg = got["test_throughput[tiny-bert-drq-64]"]
+    assert kind == "failed" and "below the floor 1e+12/s of its speed record" in msg, (kind, msg)
+    assert got["test_throughput[tiny-bert-fp32-64]"][0] == "passed", got  # an XPASS, not strict: no failure
 
 
 @pytest.mark.slow

@@ -92,10 +92,6 @@ class QuantMode:
             return {}
         return {"recipe": self.recipe.label, "source_mode": self.source}
 
-    def prune_key(self) -> dict[str, object]:
-        """What the `pruned` stage is keyed on beyond the model and data."""
-        return {"min_count": self.prune_min_count}
-
 
 # Measured 2026-12-01 with the x86-64 tflite-runtime 2.14.0 wheel (numpy<2 venv; the armhf build of the same
 # release compiles the same kernel source, not run under QEMU here): w4 and pruned-w4 load (allocate_tensors passes)

@@ -12,7 +12,7 @@ from edgemodels import report, suite
 
 
 def caveat(scale: str, data_kind: str, large_trained: bool, large_accuracy: float | None,
-           compact_accuracy: float | None, majority: float | None) -> str | None:
+           compact_accuracy: float | None, majority: float | None, *, max_examples: int | None = None) -> str | None:
     """Why a run cannot test the paper's accuracy claim (issue 12 item 6), or None when it can.
 
     A verdict from a reduced budget, other data, or a large reference that learned less than the compact model
@@ -24,6 +24,8 @@ def caveat(scale: str, data_kind: str, large_trained: bool, large_accuracy: floa
         why.append(f"data {data_kind!r} is not the paper's RepLab 2013")
     if scale != "paper":
         why.append(f"scale {scale!r} is a reduced training budget")
+    if max_examples:
+        why.append(f"training capped at {max_examples:,} examples (--max-examples)")
     if not large_trained:
         why.append("the large model is a random init")
     elif large_accuracy is not None and majority is not None and large_accuracy <= majority:

@@ -149,6 +149,11 @@ class Export:
         return self.index["data"]["kind"]
 
     @property
+    def max_examples(self) -> int | None:
+        """The --max-examples the export was built with (a reduced training budget), or None."""
+        return self.index.get("filters", {}).get("max_examples")
+
+    @property
     def built_on(self) -> str:
         """The machine that built the export and computed the x86 reference, e.g. 'ws (x86_64)'."""
         b = self.index["built_on"]
@@ -315,8 +320,6 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
     Atomic: everything goes to a temporary directory beside OUT, which is renamed into place last (an earlier
     export at OUT is replaced only then). A directory that is neither empty nor an export is refused.
     """
-    from dataclasses import replace
-
     from edgemodels import cache as cache_mod
     from edgemodels import convert, data, devices, evaluate, expected, pipeline, runtime
     from edgemodels.convert import ConversionError
@@ -348,13 +351,7 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
         entries: dict[str, dict[str, Any]] = {}
         feeds_done: dict[tuple[str, str], str] = {}
         for case in cases:
-            cfg = scale.train_config(case.model)
-            if req.max_examples:
-                cfg = replace(cfg, max_examples=req.max_examples)
-            breq = pipeline.BuildRequest(model=case.model, quant=case.quant, data=req.data, seq=case.seq, train=cfg,
-                                         from_scratch=scale.from_scratch,
-                                         teacher_train=pipeline.teacher_config(case.model, scale.train_config,
-                                                                               max_examples=req.max_examples))
+            breq = pipeline.request_for(case, scale, req.data, req.max_examples)
             entry: dict[str, Any] = {"model": case.model, "quant": case.quant, "seq": case.seq_label}
             log(f"export: {case.id}: building (cached)")
             try:

@@ -90,6 +90,23 @@ def teacher_config(model: str, config_for, **overrides: Any) -> TrainConfig | No
     return replace(config_for(teacher), **{k: v for k, v in overrides.items() if v is not None})
 
 
+def manifest_labels(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """A build's class names: its manifest's, or the polarity task's for builds older than that field."""
+    return tuple(manifest.get("labels") or LABELS)
+
+
+def request_for(case, scale, data_spec: str, max_examples: int | None = None) -> BuildRequest:
+    """The BuildRequest of a bench/export case (suite.Case) at a scale (suite.Scale): the scale's budget for the model
+    (and for its teacher), capped at `max_examples` (--max-examples) where given. One place, so that the bench and an
+    export of the same matrix build the same cache entries."""
+    cfg = scale.train_config(case.model)
+    if max_examples:
+        cfg = replace(cfg, max_examples=max_examples)
+    return BuildRequest(model=case.model, quant=case.quant, data=data_spec, seq=case.seq, train=cfg,
+                        from_scratch=scale.from_scratch,
+                        teacher_train=teacher_config(case.model, scale.train_config, max_examples=max_examples))
+
+
 @dataclass(frozen=True)
 class Artifact:
     tflite: Path
@@ -107,7 +124,7 @@ class Artifact:
     @property
     def labels(self) -> tuple[str, ...]:
         """The classes of the model's outputs, in order (entries built before labels were recorded: polarity)."""
-        return tuple(self.manifest.get("labels") or LABELS)
+        return manifest_labels(self.manifest)
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -196,7 +213,7 @@ def _teacher_entry(req: BuildRequest, teacher: BuildRequest, labels: tuple[str, 
         raise DistillError(f"{req.model}: its teacher {teacher.model} is a random init, not fine-tuned "
                            f"({entry.manifest.get('note', 'no pretrained weights')}); install the teacher's weights "
                            "(`edgemodels info` says where they are looked for) or build with from_scratch")
-    if tuple(entry.manifest.get("labels") or LABELS) != tuple(labels):
+    if manifest_labels(entry.manifest) != tuple(labels):
         raise DistillError(f"{entry.path}: teacher {teacher.model} predicts {entry.manifest.get('labels')}, the "
                            f"data has {list(labels)}; rebuild the teacher on the same data")
     return entry
@@ -344,7 +361,7 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
                 "distillation")
         return {
             **{k: base.manifest.get(k) for k in keep if k in base.manifest},
-            "model": req.model, "source": str(req.source), "labels": list(base.manifest.get("labels") or LABELS),
+            "model": req.model, "source": str(req.source), "labels": list(manifest_labels(base.manifest)),
             "quant": req.quant, "quant_description": convert.MODES[req.quant],
             "seq": req.seq_label, "max_length": req.seq or req.train.max_length,
             "pad_id": models.pad_id(tok), "data": req.data if base.manifest.get("trained") else None,

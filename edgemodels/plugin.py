@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -384,6 +384,11 @@ class BenchSession:
         return self.exported.data_kind if self.exported is not None else data.parse_spec(self.data_spec).kind
 
     @property
+    def max_examples(self) -> int | None:
+        """--max-examples of this run, or of the export it reads: a training budget below the scale's."""
+        return self.exported.max_examples if self.exported is not None else self.config.getoption("--max-examples")
+
+    @property
     def measured_on_device(self) -> bool:
         """Whether figures are taken on the device itself (here, or a real --remote): then a model larger than
         its memory budget is not loaded at all."""
@@ -472,14 +477,7 @@ class BenchSession:
             from edgemodels import pipeline
             from edgemodels.convert import ConversionError
 
-            cfg = self.scale.train_config(case.model)
-            if self.config.getoption("--max-examples"):
-                cfg = replace(cfg, max_examples=self.config.getoption("--max-examples"))
-            req = pipeline.BuildRequest(model=case.model, quant=case.quant, data=self.data_spec, seq=case.seq,
-                                        train=cfg, from_scratch=self.scale.from_scratch,
-                                        teacher_train=pipeline.teacher_config(  # a distilled model's teacher
-                                            case.model, self.scale.train_config,
-                                            max_examples=self.config.getoption("--max-examples")))
+            req = pipeline.request_for(case, self.scale, self.data_spec, self.max_examples)
             expected = _reason(self.expected.conversion_failure(case))
             if case in self._conversion_failures:  # known this session: do not pay for the conversion again
                 pytest.xfail(self._conversion_failures[case])
@@ -510,8 +508,6 @@ class BenchSession:
         """Accuracy of the case's .tflite on the evaluation split, through the host interpreter."""
         from edgemodels import evaluate
 
-        from edgemodels import runtime
-
         rt = runtime_name or self.host_runtime[0]
         if (case, rt) not in self._accuracy and self.exported is not None:
             self.too_big_for_device(case, self.artifact(case), "accuracy")
@@ -522,7 +518,7 @@ class BenchSession:
                 self.runtime_refused(case, rt, exc)
         if (case, rt) not in self._accuracy:
             art = self.artifact(case)
-            version = next((r.version for r in runtime.available() if r.name == rt), "unknown")
+            version = _installed_version(rt)
             key = cache.Key("accuracy", case.id, {"artifact": art.manifest["key"]["digest"],
                                                   "data": self.eval_set.fingerprint, "runtime": [rt, version],
                                                   "code": code_identity(*ACCURACY_CODE)})
@@ -625,7 +621,7 @@ class BenchSession:
         big = self.case(large, "fp32")
         trained = big is not None and bool(self.artifact(big).manifest.get("trained"))
         return claims.caveat(self.scale.name, self.data_kind, trained, a_big.accuracy, a_small.accuracy,
-                             a_big.majority_accuracy)
+                             a_big.majority_accuracy, max_examples=self.max_examples)
 
     # -- speed, memory, device runtime ---------------------------------------------------------
     def feeds(self, case: suite.Case, n: int | None = None) -> list[dict]:
@@ -889,6 +885,9 @@ class BenchSession:
                 result.reference = reference
                 row.arm_max_abs_diff, row.arm_reference = result.max_abs_diff, reference
                 row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
+            elif self.exported is not None:
+                row.notes.append(f"compat: outputs from this host, not the {self.device}: the export's x86 "
+                                 "reference is compared on the device only")
         elif result.loads and not infer:
             row.notes.append("emulated: load only (inference too slow under emulation for this size)" if emulate
                              else "compat: load only (no inference run for this model)")
@@ -910,15 +909,19 @@ class BenchSession:
         return self.eval_set.sample(min(n, len(self.eval_set.examples))).label_ids()
 
     def _reference_outputs(self, case: suite.Case, feeds: list[dict], x86_here: bool) -> tuple[Any, str | None]:
-        """(x86 outputs on the same feeds, what they are) or (None, None) when there is no other side."""
+        """(x86 outputs on the same feeds, what they are) or (None, None) when there is no other side.
+
+        An export's reference is compared only on the device: off it (an export opened on the x86 host with
+        --device=pi3) the outputs are this host's too, and x86 against x86 could not show ARM drift."""
         if self.exported is not None:
+            if not self.placement.on_device:
+                return None, None
             return self.exported.reference_outputs(case.id), self.exported.reference_label
         if x86_here:
             import platform
 
             rt = self.host_runtime[0]
-            version = next((r.version for r in _runtimes() if r.name == rt), "")
-            return self._host_outputs(case, feeds), f"x86 on this host ({platform.machine()}, {rt} {version})"
+            return self._host_outputs(case, feeds), f"x86 on this host ({platform.machine()}, {rt} {_installed_version(rt)})"
         return None, None
 
     def _host_outputs(self, case: suite.Case, feeds: list[dict]) -> np.ndarray:

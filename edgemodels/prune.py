@@ -42,10 +42,15 @@ class VocabStats:
     eval_unk_fraction: float  # [UNK] share under the pruned tokenizer (minus the original tokenizer's own [UNK]s)
 
 
+def unk_token(tok_json: dict[str, Any]) -> str | None:
+    """The tokenizer's own unknown token ('[UNK]' for BERT's WordPiece, '<unk>' elsewhere), from tokenizer.json."""
+    return tok_json.get("model", {}).get("unk_token")
+
+
 def special_ids(tok_json: dict[str, Any]) -> set[int]:
     """Added/special tokens and the unknown token: always kept."""
     out = {int(t["id"]) for t in tok_json.get("added_tokens") or ()}
-    unk = tok_json.get("model", {}).get("unk_token")
+    unk = unk_token(tok_json)
     vocab = tok_json.get("model", {}).get("vocab") or {}
     if isinstance(vocab, dict) and unk in vocab:
         out.add(int(vocab[unk]))
@@ -178,15 +183,17 @@ def pruned(req, base, store, min_count: int):
         prune_tokenizer_dir(base.file(TOKENIZER_DIR), tmp / TOKENIZER_DIR, keep)
         new_tok = models.load_tokenizer(tmp / TOKENIZER_DIR)
         params, dim = prune_model(base.file("weights"), tmp / "weights", keep, models.pad_id(new_tok))
-        vocab_original = json.loads(tok.to_str())["model"]["vocab"]
+        tok_json = json.loads(tok.to_str())
+        vocab_original = tok_json["model"]["vocab"]
         max_len = req.seq or req.train.max_length
-        specials_old = special_ids(json.loads(tok.to_str()))
+        specials_old = special_ids(tok_json)
         before = models.encode(tok, eval_set.texts(), max_len)
         after = models.encode(new_tok, eval_set.texts(), max_len)
         kept = set(keep)
         n_tokens = sum(1 for x in before for i in x if i not in specials_old)
         unseen = sum(1 for x in before for i in x if i not in specials_old and i not in kept)
-        unk_old, unk_new = tok.token_to_id("[UNK]"), new_tok.token_to_id("[UNK]")
+        unk = unk_token(tok_json)  # the pruned tokenizer keeps it (special_ids)
+        unk_old, unk_new = (tok.token_to_id(unk), new_tok.token_to_id(unk)) if unk else (None, None)
         unk_before = sum(1 for x in before for i in x if i == unk_old)
         unk_after = sum(1 for x in after for i in x if i == unk_new)
         stats = VocabStats(

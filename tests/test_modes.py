@@ -66,3 +66,6 @@ def test_claim_caveat_says_why_a_run_cannot_test_the_claim():
     assert claims.caveat("paper", "replab", True, 0.776, 0.747, 0.595) is None  # a real test of the claim
     assert "random init" in claims.caveat("paper", "replab", False, 0.33, 0.747, 0.595)
     assert "majority" in claims.caveat("paper", "replab", True, 0.59, 0.55, 0.595)
+    # --max-examples (bench or export) is a reduced budget even at --scale=paper on RepLab.
+    assert claims.caveat("paper", "replab", True, 0.776, 0.747, 0.595, max_examples=2000) \
+        == "training capped at 2,000 examples (--max-examples)"

@@ -36,6 +36,14 @@ def test_tokenizer_json_remap_is_consistent():
         prune.prune_tokenizer_json(bpe, [0, 1])
 
 
+def test_the_tokenizers_own_unknown_token_is_kept_and_counted():
+    """Not every vocabulary spells it '[UNK]': the tokenizer.json's own unk_token is the one kept and counted."""
+    tj = _wordpiece(["a", "<unk>"])
+    tj["model"]["unk_token"] = "<unk>"
+    assert prune.unk_token(tj) == "<unk>" and prune.special_ids(tj) == {0, 1, 2, 3, 5}
+    assert prune.unk_token({"model": {"type": "BPE", "vocab": {}}}) is None
+
+
 def test_pruned_stage_keeps_training_pieces_and_the_same_logits(tiny):
     """A text whose pieces were all kept gets the same logits from the pruned model and tokenizer."""
     full, pruned = tiny.artifact("fp32"), tiny.artifact("pruned-fp32")

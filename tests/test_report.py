@@ -393,14 +393,17 @@ def test_committed_ci_baselines_pass_ci_gate_on_their_own_figures(device):
     assert machines, "the committed CI baselines record accuracy"
     for mid in machines:
         rep = Report(device, {})
+        cross = 0
         for b in rows:
             accs = baseline_accuracies(b)
-            if accs and mid not in accs:
-                continue  # recorded only on other CPUs: nothing of this machine's to feed back (a note, not a pass)
             r = rep.row(b["model"], b["mode"], b["seq"])
-            r.accuracy, r.size_bytes = accs.get(mid), b["size_bytes"]
-        regs, _ = compare_baseline(rep, path, mid, metrics=("accuracy", "size"))
+            # Recorded only on other CPUs (a row newer than this machine's save): the cross-machine path, fed the
+            # lowest recorded figure, which it compares with at the looser tolerance.
+            cross += bool(accs) and mid not in accs
+            r.accuracy, r.size_bytes = accs.get(mid, min(accs.values(), default=None)), b["size_bytes"]
+        regs, notes = compare_baseline(rep, path, mid, metrics=("accuracy", "size"))
         assert regs == []
+        assert cross == 0 or any(f"accuracy of {cross} row(s)" in n and "-5 pt" in n for n in notes), notes
     rep.row("minilm-l6", "drq", "128").accuracy = None  # the accuracy test skipped: the gate notices
     regs, _ = compare_baseline(rep, path, mid, metrics=("accuracy", "size"))
     assert [(r.model, r.mode, r.metric, r.limit) for r in regs] == [("minilm-l6", "drq", "accuracy", "not measured")]

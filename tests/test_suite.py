@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from edgemodels import expected, suite, train
@@ -191,3 +193,17 @@ def test_ci_scale_adds_issue_12_modes_for_minilm_only():
     assert not _has("ci", "minilm-l6", suite.BEYOND_MODES, (128,))
     assert {c.model for c in ci if c.quant in suite.BEYOND_MODES} == {"minilm-l6"}  # each costs CI minutes
     assert set(ALL_MODES) >= set(suite.BEYOND_MODES) | set(PAPER_MODES)
+
+
+def test_request_for_a_case_caps_student_and_teacher_alike():
+    """The bench and an export build a case through pipeline.request_for: the same cache entries for both."""
+    from edgemodels import pipeline
+
+    paper = suite.get_scale("paper")
+    req = pipeline.request_for(suite.Case("minilm-l6-kd", "pruned-w4"), paper, "builtin", max_examples=500)
+    assert (req.model, req.quant, req.seq, req.data) == ("minilm-l6-kd", "pruned-w4", 128, "builtin")
+    assert req.train == replace(paper.train_config("minilm-l6-kd"), max_examples=500)
+    assert req.teacher_train == replace(paper.train_config("mpnet-base"), max_examples=500)
+    plain = pipeline.request_for(suite.Case("minilm-l6", "drq", None), suite.get_scale("ci"), "builtin")
+    assert plain.train == suite.get_scale("ci").train_config("minilm-l6") and plain.teacher_train is None
+    assert plain.seq is None

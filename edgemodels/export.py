@@ -394,8 +394,8 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
         checkpoint = {}
         if any(c.model == "bert-large" and c.quant == "fp32" and "tflite" in entries[c.id] for c in cases):
             log("export: bert-large training checkpoint size (cached)")
-            breq = pipeline.BuildRequest(model="bert-large", quant="fp32", data=req.data,
-                                         train=scale.train_config("bert-large"))
+            large = next(c for c in cases if c.model == "bert-large" and c.quant == "fp32")
+            breq = pipeline.request_for(large, scale, req.data, req.max_examples)
             checkpoint["bert-large"] = int(pipeline.training_checkpoint(breq, store).manifest["size_bytes"])
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         import edgemodels

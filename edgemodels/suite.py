@@ -97,9 +97,10 @@ SUITE_SCALES: Mapping[str, Scale] = MappingProxyType({
         eval_examples=600,
         throughput_rounds=8,
         # One tweet: one inference runs every kernel of the graph, which is what the ARM-vs-x86 agreement checks
-        # (more tweets add values, not kernels). An emulated float inference costs ~16 s (MiniLM-L6, Pi 4, measured
-        # alone: load 1.9 s, 1 tweet 18.1 s, 2 tweets 34.1 s) to ~75 s (MobileBERT); at 4 tweets the emulated runs
-        # were ~28 of CI's ~80 CPU-minutes, at 2 about 1,050 s of a cold run's phase-1 job time (issue 13).
+        # (more tweets add values, not kernels). Emulated float inference is what costs: MiniLM-L6 fp32 on the Pi 4,
+        # measured alone on 2026-12-02: load 1.9 s, 1 tweet 18.1 s, 2 tweets 34.1 s; MobileBERT fp32 on the Pi 4 in
+        # cold CI runs: 159 s wall for 2 tweets, 58 CPU-s for 1. At 4 tweets the emulated runs were ~28 of CI's ~80
+        # CPU-minutes, at 2 1,048 s of a cold run's phase-1 job time, at 1 584 s (issue 13).
         emulation_examples=1,
         description="reduced training budget, same code path; fits CI's 90 minutes on 2 cores",
     ),

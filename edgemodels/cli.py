@@ -241,7 +241,7 @@ def cmd_cache(args) -> int:
         for e in store.listing():
             if e.state == "corrupt" or (e.state == "complete" and e.manifest is not None):  # arm/weights: no hashes
                 try:
-                    store.verify(e.path)
+                    store.verify(e.path, rehash=True)
                     rows.append({"path": str(e.path), "kind": e.kind, "intact": True, "why": ""})
                 except cache.CorruptEntry as exc:
                     rows.append({"path": str(e.path), "kind": e.kind, "intact": False, "why": str(exc)})

@@ -88,6 +88,10 @@ def _number(value: str, kind, what: str, ok) -> Any:
     return n
 
 
+def _unit_float(value: str) -> float:
+    return _number(value, float, "a number from 0 to 1", lambda n: 0 <= n <= 1)
+
+
 def _non_negative_int(value: str) -> int:
     return _number(value, int, "an integer >= 0", lambda n: n >= 0)
 
@@ -129,6 +133,14 @@ def check_options(args) -> None:
             if limit is not None and value is not None and value > limit:
                 raise OptionError(f"{flag} {value}: {args.model} has {limit} token positions; use {flag} {limit} "
                                   "or less" + (" (or --seq dynamic)" if flag == "--seq" else ""))
+        from edgemodels.pipeline import teacher_name
+
+        if (args.kd_temperature is not None or args.kd_alpha is not None) and teacher_name(args.model) is None:
+            from edgemodels.models import REGISTRY
+
+            distilled = ", ".join(n for n, r in REGISTRY.items() if r.teacher)
+            raise OptionError(f"--kd-temperature/--kd-alpha: {args.model} is not distilled (it has no teacher); "
+                              f"they apply to a distilled model: {distilled}")
 
 
 def cmd_data_stats(args) -> int:
@@ -162,9 +174,11 @@ def cmd_build(args) -> int:
                                        max_length=args.max_length, learning_rate=args.lr,
                                        class_weights=args.class_weights or None, seed=args.seed).items()
                  if v is not None}
+    kd = {k: v for k, v in dict(temperature=args.kd_temperature, alpha=args.kd_alpha).items() if v is not None}
     req = pipeline.BuildRequest(
         model=args.model, quant=args.quant, data=args.data, seq=args.seq, train=replace(cfg, **overrides),
         weights_dir=args.weights, group_split=args.group_split, val_fraction=args.val_fraction,
+        distill=replace(train.DistillConfig(), **kd),
     )
     art = pipeline.build(req, cache.ArtifactCache(args.cache))
     out = art.summary()
@@ -455,6 +469,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--lr", type=_positive_float)
     b.add_argument("--class-weights", action="store_true")
     b.add_argument("--group-split", action="store_true", help="validation = whole entities (RepLab)")
+    b.add_argument("--kd-temperature", type=_positive_float, metavar="T",
+                   help="a distilled model's softmax temperature (default 2.0; part of its cache key)")
+    b.add_argument("--kd-alpha", type=_unit_float, metavar="A",
+                   help="a distilled model's weight on the labels' loss, 1 - A on the teacher's (default 0.5)")
     b.add_argument("--weights", type=Path, help="local weights directory (config.json + weights)")
     b.set_defaults(func=cmd_build)
 

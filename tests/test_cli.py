@@ -230,6 +230,8 @@ def test_claims_bad_report_names_file_and_field(tmp_path, content, needle):
     (["build", "--model", "mpnet-base", "--quant", "fp32", "--seq", "100000"], "mpnet-base has 512 token positions"),
     (["build", "--model", "tiny-bert", "--quant", "fp32", "--max-length", "600"], "--max-length 600: tiny-bert has 512"),
     (["build", "--model", "tiny-bert", "--quant", "fp32", "--data", "bogus:x"], "unknown data spec 'bogus:x'"),
+    (["build", "--model", "minilm-l6", "--quant", "fp32", "--kd-alpha", "0.3"],
+     "minilm-l6 is not distilled (it has no teacher); they apply to a distilled model: minilm-l6-kd, tiny-bert-kd"),
 ])
 def test_build_options_checked_against_model_and_data_before_any_work(argv, needle):
     _assert_user_error(argv, needle)
@@ -241,6 +243,8 @@ def test_build_options_checked_against_model_and_data_before_any_work(argv, need
     ["build", "--model", "tiny-bert", "--quant", "fp32", "--max-length", "0"],
     ["build", "--model", "tiny-bert", "--quant", "fp32", "--epochs", "0"],
     ["build", "--model", "tiny-bert", "--quant", "fp32", "--val-fraction", "1.5"],
+    ["build", "--model", "tiny-bert-kd", "--quant", "fp32", "--kd-alpha", "1.5"],
+    ["build", "--model", "tiny-bert-kd", "--quant", "fp32", "--kd-temperature", "0"],
     ["data", "stats", "--val-fraction", "0"],
     ["data", "stats", "--seed", "-1"],
     ["evaluate", "--tflite", "x.tflite", "--threads", "0"],
@@ -265,6 +269,26 @@ def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
     _assert_user_error(["build", "--model", "tiny-bert", "--quant", "fp32", "--data", f"csv:{tiny_csv}",
                         "--val-fraction", "0.25", "--cache", str(tmp_path)], "stop here")
     assert seen["req"].val_fraction == 0.25
+
+
+def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_path):
+    """Why: T and alpha could only be changed in Python (train.DistillConfig); they are part of the student's key."""
+    from edgemodels import pipeline, train
+
+    seen = []
+
+    def capture(req, store):
+        seen.append(req)
+        raise pipeline.cache_mod.CacheError("stop here")
+
+    monkeypatch.setattr(pipeline, "build", capture)
+    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    base = ["build", "--model", "tiny-bert-kd", "--quant", "fp32", "--cache", str(tmp_path)]
+    _assert_user_error([*base, "--kd-temperature", "4", "--kd-alpha", "0.25"], "stop here")
+    _assert_user_error([*base, "--kd-alpha", "0"], "stop here")
+    _assert_user_error(base, "stop here")
+    assert [r.distill for r in seen] == [train.DistillConfig(temperature=4.0, alpha=0.25),
+                                         train.DistillConfig(alpha=0.0), train.DistillConfig()]
 
 
 def test_bugs_are_not_dressed_as_user_errors(monkeypatch):

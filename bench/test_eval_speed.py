@@ -23,7 +23,7 @@ tweets/s with 2 processes on 2026-11-25, so 200 tweets are ~1.7 s of inference).
 SAMPLE_LARGE = 50
 """Most tweets per timing for a large model (not suite.COMPACT): its tweet costs ~10x a compact model's, and 50 are
 still seconds of inference. MPNet-base fp32 at seq 128 measured 5.8 tweets/s (200 tweets in 34.8 s, 2-core Xeon,
-2026-12-02): 35 of a warm desktop pass's ~130 s; 50 tweets are ~9 s (issue 13)."""
+2026-12-02): 35 of a warm desktop pass's ~130 s; at 50 tweets its timing took 7.5 s in the same pass (issue 13)."""
 
 
 def test_evaluation_throughput(bench, case, benchmark):

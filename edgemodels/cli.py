@@ -431,6 +431,7 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     from edgemodels.convert import MODES
     from edgemodels.models import REGISTRY
+    from edgemodels.train import DistillConfig
 
     p = argparse.ArgumentParser(prog="edgemodels", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgemodels {__version__}")
@@ -470,9 +471,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--class-weights", action="store_true")
     b.add_argument("--group-split", action="store_true", help="validation = whole entities (RepLab)")
     b.add_argument("--kd-temperature", type=_positive_float, metavar="T",
-                   help="a distilled model's softmax temperature (default 2.0; part of its cache key)")
+                   help=f"a distilled model's softmax temperature (default {DistillConfig.temperature}; part of its "
+                        "cache key)")
     b.add_argument("--kd-alpha", type=_unit_float, metavar="A",
-                   help="a distilled model's weight on the labels' loss, 1 - A on the teacher's (default 0.5)")
+                   help=f"a distilled model's weight on the labels' loss, 1 - A on the teacher's "
+                        f"(default {DistillConfig.alpha})")
     b.add_argument("--weights", type=Path, help="local weights directory (config.json + weights)")
     b.set_defaults(func=cmd_build)
 

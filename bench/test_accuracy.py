@@ -32,8 +32,11 @@ FLOORS: dict[tuple[str, str, str, str], float] = {
     # under-trained MPNet is the model a CPU's float kernels move most. Its floor is therefore the majority
     # class + the margin (65.67 % + 2 pt, rounded up), not 73.0 % - 3; the per-machine accuracy baselines
     # (bench/baselines/builtin/ci) still gate each CPU's exact figure.
+    # 2026-12-02: MPNet-base's CI fine-tune now keeps its bottom 9 of 12 layers pretrained (edgemodels/suite.py):
+    # 83.3 % on this Xeon and 83.3 % with oneDNN held to AVX2 on it, the same predictions (Keras logits, 600 test
+    # tweets). Floor = 83.3 - 3, rounded down.
     ("builtin", "ci", "minilm-l6", "*"): 0.76,
-    ("builtin", "ci", "mpnet-base", "*"): 0.68,
+    ("builtin", "ci", "mpnet-base", "*"): 0.80,
     # Measured by `pytest bench/ --scale=paper --device=desktop --data replab:DIR` (RepLab 2013 training split:
     # one epoch over 24,140 tweets, evaluated on the whole 2,682-tweet seeded validation split; majority class
     # 59.5 %) on 2026-11-24, 2-core x86-64: minilm-l6 fp32 74.6 %, fp16 74.6 %, drq 74.7 %, drq-compat 74.2 %,

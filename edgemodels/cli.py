@@ -172,7 +172,8 @@ def cmd_build(args) -> int:
     cfg = train.scale(args.scale)
     overrides = {k: v for k, v in dict(epochs=args.epochs, max_examples=args.max_examples,
                                        max_length=args.max_length, learning_rate=args.lr,
-                                       class_weights=args.class_weights or None, seed=args.seed).items()
+                                       class_weights=args.class_weights or None, seed=args.seed,
+                                       frozen_layers=args.freeze_layers).items()
                  if v is not None}
     kd = {k: v for k, v in dict(temperature=args.kd_temperature, alpha=args.kd_alpha).items() if v is not None}
     req = pipeline.BuildRequest(
@@ -469,6 +470,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max-length", type=_seq_length, help="training truncation length, 2 .. the model's positions")
     b.add_argument("--lr", type=_positive_float)
     b.add_argument("--class-weights", action="store_true")
+    b.add_argument("--freeze-layers", type=_non_negative_int, metavar="N",
+                   help="keep the embeddings and the bottom N encoder layers pretrained: a cheaper fine-tune on a CPU "
+                        "(default 0: train them all; the bench's CI scale freezes MPNet-base's bottom 9 of 12)")
     b.add_argument("--group-split", action="store_true", help="validation = whole entities (RepLab)")
     b.add_argument("--kd-temperature", type=_positive_float, metavar="T",
                    help=f"a distilled model's softmax temperature (default {DistillConfig.temperature}; part of its "

@@ -369,6 +369,38 @@ def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None =
     return model
 
 
+class FreezeError(EdgeModelsError, ValueError):
+    """frozen_layers asks for more than the model's layout allows; the message names the model and the fix."""
+
+
+def freeze_bottom_layers(model, n: int) -> int:
+    """Keep the embeddings and the bottom `n` encoder layers at their pretrained weights; returns the trainable
+    parameter count left.
+
+    Why: on a CPU the backward pass is two thirds of a fine-tune step, and no gradient flows below the lowest
+    trainable layer: MPNet-base's CI fine-tune with its bottom 9 of 12 layers frozen took 425 CPU-s instead of ~800
+    (2026-12-02, edgemodels/suite.py). A weight the encoder owns itself is used by every layer (MPNet's relative-position bias) and is
+    frozen with them, else the backward pass would still run through all of them."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    encoder = getattr(base, "encoder", None)
+    layers = list(getattr(encoder, "layer", None) or [])
+    name = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    if base is None or getattr(base, "embeddings", None) is None or not layers:
+        raise FreezeError(f"{name}: frozen_layers needs a model with embeddings and encoder.layer (BERT, MPNet, "
+                          f"MobileBERT); use frozen_layers=0 for this one")
+    if not 0 < n < len(layers):
+        raise FreezeError(f"{name}: frozen_layers={n}, but it has {len(layers)} encoder layers: freeze 1 to "
+                          f"{len(layers) - 1} (0 trains them all)")
+    base.embeddings.trainable = False
+    for layer in layers[:n]:
+        layer.trainable = False
+    shared = list(encoder._trainable_weights)  # tf-keras keeps a layer's own weights here (add_weight)
+    if shared:
+        encoder._trainable_weights = []
+        encoder._non_trainable_weights.extend(shared)
+    return int(sum(int(w.shape.num_elements()) for w in model.trainable_weights))
+
+
 def count_params(model) -> int:
     return int(sum(int(w.shape.num_elements()) for w in model.weights if "position_ids" not in w.name))
 

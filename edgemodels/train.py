@@ -39,9 +39,17 @@ class TrainConfig:
     patience: int = 1
     seed: int = 0
     deterministic: bool = True  # tf op determinism: a rerun on the same machine type gives the same weights
+    frozen_layers: int = 0  # embeddings + the bottom N encoder layers stay pretrained (models.freeze_bottom_layers)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frozen_layers, bool) or not isinstance(self.frozen_layers, int) or self.frozen_layers < 0:
+            raise models.FreezeError(f"TrainConfig: frozen_layers must be an int >= 0, got {self.frozen_layers!r}")
 
     def key(self) -> dict[str, Any]:
-        return {**asdict(self), "recipe": RECIPE}
+        key = {**asdict(self), "recipe": RECIPE}
+        if not self.frozen_layers:  # absent when unused: builds made before the field keep their cache keys
+            del key["frozen_layers"]
+        return key
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ def _fit(model, tokenizer, train: Dataset, validation: Dataset, cfg: TrainConfig
     if cfg.deterministic:  # baselines gate on accuracy: a rerun must not drift
         tf.config.experimental.enable_op_determinism()
     train, validation = select(train, validation, cfg)
+    if cfg.frozen_layers:
+        models.freeze_bottom_layers(model, cfg.frozen_layers)
     pad = models.pad_id(tokenizer)
     y_train = train.label_ids()
     class_weights = _class_weights(y_train, len(train.labels)) if cfg.class_weights else None

@@ -186,6 +186,48 @@ def test_fine_tune_respects_max_examples(tiny_fit):
     assert (result.n_train, result.n_validation) == (30, 3)
 
 
+def test_frozen_layers_keep_their_pretrained_weights(tiny_fit):
+    """frozen_layers=1 of tiny-bert's 2: the embeddings and layer 0 are bit-identical after a fit, layer 1 and the
+    head trained."""
+    w, tok, tr, va, cfg = tiny_fit
+    model = models.build_classifier(w, seed=0)
+    before = {v.name: v.numpy() for v in model.weights}  # by name: freezing reorders model.weights
+    train.fine_tune(model, tok, tr, va, replace(cfg, frozen_layers=1))
+    changed = {v.name for v in model.weights if not np.array_equal(v.numpy(), before[v.name])}
+    frozen = {n for n in before if "/embeddings/" in n or "/layer_._0/" in n}
+    assert frozen and not changed & frozen
+    assert any("/layer_._1/" in n for n in changed) and any("classifier" in n for n in changed)
+
+
+def test_freezing_mpnet_freezes_the_position_bias_every_layer_shares():
+    """MPNet's encoder owns one relative-position bias used by every layer: left trainable, the backward pass
+    would run through the frozen layers to reach it (no saving)."""
+    pytest.importorskip("tensorflow")
+    from transformers import MPNetConfig, TFMPNetForSequenceClassification
+
+    model = TFMPNetForSequenceClassification(MPNetConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3,
+                                                         num_attention_heads=2, intermediate_size=32, num_labels=3))
+    model(model.dummy_inputs)
+    all_params = models.count_params(model)
+    left = models.freeze_bottom_layers(model, 2)
+    names = [v.name for v in model.trainable_weights]
+    assert 0 < left == sum(int(v.shape.num_elements()) for v in model.trainable_weights) < all_params
+    assert any("layer_._2/" in n for n in names) and any("classifier" in n for n in names)
+    assert not any(k in n for n in names for k in ("relative_attention_bias", "embeddings", "layer_._0/", "layer_._1/"))
+    assert any("relative_attention_bias" in v.name for v in model.non_trainable_weights)
+
+
+def test_frozen_layers_out_of_range_is_a_clear_error(tiny_fit):
+    w, tok, tr, va, cfg = tiny_fit
+    with pytest.raises(models.FreezeError, match="frozen_layers=2, but it has 2 encoder layers: freeze 1 to 1"):
+        models.freeze_bottom_layers(models.build_classifier(w, seed=0), 2)
+    with pytest.raises(models.FreezeError, match="frozen_layers must be an int >= 0, got -1"):
+        train.TrainConfig(frozen_layers=-1)
+    # absent from the key when 0: builds made before the field keep their cache keys
+    assert "frozen_layers" not in train.TrainConfig().key()
+    assert train.TrainConfig(frozen_layers=6).key()["frozen_layers"] == 6
+
+
 def test_train_helpers():
     weights = train._class_weights(np.array([0, 0, 0, 1]))
     assert weights == {0: pytest.approx(4 / 9), 1: pytest.approx(4 / 3), 2: 0.0}

@@ -140,10 +140,16 @@ BUILTIN: tuple[Expected, ...] = (
     # -- claim misses: where the paper's -4.1 points does NOT hold (test_compact_vs_large; model = the compact
     # model, versus = the large one). These are findings, not defects: the claims table says "DOES NOT HOLD".
     # None known.
-    # -- strict misses: where the strict 160x (issue 12) is not reached (test_strict_ratio). None known. Measured
-    # 2026-12-01 (scale ci, builtin, desktop): minilm-l6 pruned-w4 6,888,928 bytes, 194.2x, 77.5 % against
-    # mpnet-base fp32's 68.7-73.0 % (the claims table says why that comparison cannot test the claim). At the
-    # frequency floor 1 it was 8,395,088 bytes, 159.4x: edgemodels.modes.PRUNE_MIN_COUNT says why 5.
+    # -- strict misses: where the strict 160x (issue 12) is not reached (test_strict_ratio). Scale ci, builtin:
+    # until 2026-12-02 minilm-l6 pruned-w4 (6,888,928 bytes, 194.2x, 77.5 %) passed against an under-trained
+    # mpnet-base fp32 (68.7-73.0 %; the claims table said that comparison could not test the claim). Since MPNet-base's
+    # CI fine-tune keeps its bottom 9 layers pretrained it scores 83.3 % (Keras logits, this Xeon and under AVX2):
+    # pruned-w4 is then 5.8 points behind, pruned-w8 (102x) 4.2, and what stays within 4.1 (drq, w8) is ~58x.
+    # At paper scale on RepLab the distilled minilm-l6-kd pruned-w4 meets it (README, "Beyond the paper").
+    # At the frequency floor 1 pruned-w4 was 8,395,088 bytes, 159.4x: edgemodels.modes.PRUNE_MIN_COUNT says why 5.
+    Expected("strict-miss", "measured 2026-12-02 (CI budget, built-in data): against mpnet-base fp32 at 83.3 % the "
+             "160x artifact (minilm-l6 pruned-w4, 77.5 %) is 5.8 points behind; within 4.1 points only ~58x (drq, w8)",
+             ("test_strict_ratio",), data="builtin", scale="ci"),
     # -- speed: deployable modes whose projected speed on a device sits at its target (test_throughput). Weight-only
     # int8 (w8, pruned-w8) runs float kernels after DEQUANTIZE, so it runs at fp32's speed; on a Pi 3 that projects
     # to ~1/s. Projected from host timings (x 0.025, devices.py) on 2026-12-01 (CI scale, gated pi3 passes alone on

@@ -181,7 +181,8 @@ def test_pi3_marks_weight_only_int8_speed_as_not_strict(tmp_path):
     out, marks = _collect_marks(tmp_path, "--scale=ci", "--device=pi3")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert sorted(marks) == ["test_accuracy_floor[minilm-l6-int8-128]", "test_drop_vs_fp32[minilm-l6-int8-128]",
-                             "test_throughput[minilm-l6-pruned-w8-128]", "test_throughput[minilm-l6-w8-128]"]
+                             "test_strict_ratio", "test_throughput[minilm-l6-pruned-w8-128]",
+                             "test_throughput[minilm-l6-w8-128]"]
     assert marks["test_throughput[minilm-l6-w8-128]"].startswith("expected speed (not strict")
     assert marks["test_throughput[minilm-l6-pruned-w8-128]"].startswith("expected speed (not strict")
     with pytest.raises(ExpectedError, match="only a 'speed' record"):

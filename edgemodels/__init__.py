@@ -1,7 +1,7 @@
 """edgemodels: build, compress and benchmark transformer text classifiers for edge devices.
 
 Importing the package is deliberately cheap (no TensorFlow import) so that the runtime side
-(`edgemodels.runtime`) also works on a device, or inside an emulated ARM user-land, where only
+(`edgemodels.run.runtime`) also works on a device, or inside an emulated ARM user-land, where only
 numpy and a TFLite runtime are installed.
 """
 

@@ -112,7 +112,7 @@ def max_positions(model: str) -> int | None:
     """How many token positions `model` can embed: the most --seq/--max-length may ask for (None: not known
     before its config is fetched, e.g. an hf: source). 512 is MobileBertConfig's default; RoBERTa-style
     positions (MPNet) start after padding_idx (1), hence 2 fewer."""
-    from edgemodels import sources
+    from edgemodels.build import sources
 
     return sources.max_positions(sources.parse(model))
 
@@ -123,7 +123,7 @@ class OptionError(EdgeModelsError):
 
 def check_options(args) -> None:
     """Checks argparse cannot make alone: against the model's positions and the data spec (parse time)."""
-    from edgemodels import data
+    from edgemodels.build import data
 
     if getattr(args, "data", None) is not None and args.command in ("build", "evaluate", "data", "export"):
         data.parse_spec(args.data)  # DataError naming the spec: even where the model would never read it
@@ -133,10 +133,10 @@ def check_options(args) -> None:
             if limit is not None and value is not None and value > limit:
                 raise OptionError(f"{flag} {value}: {args.model} has {limit} token positions; use {flag} {limit} "
                                   "or less" + (" (or --seq dynamic)" if flag == "--seq" else ""))
-        from edgemodels.pipeline import teacher_name
+        from edgemodels.build.pipeline import teacher_name
 
         if (args.kd_temperature is not None or args.kd_alpha is not None) and teacher_name(args.model) is None:
-            from edgemodels.models import REGISTRY
+            from edgemodels.build.models import REGISTRY
 
             distilled = ", ".join(n for n, r in REGISTRY.items() if r.teacher)
             raise OptionError(f"--kd-temperature/--kd-alpha: {args.model} is not distilled (it has no teacher); "
@@ -144,7 +144,7 @@ def check_options(args) -> None:
 
 
 def cmd_data_stats(args) -> int:
-    from edgemodels import data
+    from edgemodels.build import data
 
     ds = data.load(args.data, args.split, seed=args.seed, val_fraction=args.val_fraction)
     spec = data.parse_spec(args.data)
@@ -167,7 +167,8 @@ def cmd_build(args) -> int:
     _quiet_tf(args)
     from dataclasses import replace
 
-    from edgemodels import cache, pipeline, train
+    from edgemodels.store import cache
+    from edgemodels.build import pipeline, train
 
     cfg = train.scale(args.scale)
     overrides = {k: v for k, v in dict(epochs=args.epochs, max_examples=args.max_examples,
@@ -204,7 +205,8 @@ def _positive_int(value: str) -> int:
 
 def cmd_evaluate(args) -> int:
     _quiet_tf(args, start_tf=False)  # a TFLite runtime only; its own start-up line is handled in runtime.load
-    from edgemodels import data, evaluate, models, pipeline, sources
+    from edgemodels.build import data, models, pipeline, sources
+    from edgemodels.run import evaluate
 
     tflite = Path(args.tflite.removeprefix("tflite:"))
     if not tflite.is_file():
@@ -244,7 +246,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_cache(args) -> int:
     """ls (fast: no hashing), verify (hashes every file), clear (only our entries and leftovers; asks first)."""
-    from edgemodels import cache
+    from edgemodels.store import cache
 
     store = cache.ArtifactCache(args.cache)
     if args.action == "clear":
@@ -286,7 +288,7 @@ def cmd_cache(args) -> int:
 
 
 def _cache_clear(args, store) -> int:
-    from edgemodels import cache
+    from edgemodels.store import cache
 
     if store.root.exists() and not store.is_cache():
         store.clear()  # raises CacheError naming the directory
@@ -309,8 +311,10 @@ def _cache_clear(args, store) -> int:
 
 
 def cmd_info(args) -> int:
-    from edgemodels import cache, data, models, runtime
-    from edgemodels.pipeline import library_versions
+    from edgemodels.store import cache
+    from edgemodels.build import data, models
+    from edgemodels.run import runtime
+    from edgemodels.build.pipeline import library_versions
 
     store = cache.ArtifactCache(args.cache)
     weights = {}
@@ -340,7 +344,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from edgemodels.report import merge_claims, merged_claims_table
+    from edgemodels.report.claims import merge_claims
+    from edgemodels.report.tables import merged_claims_table
 
     merged = merge_claims(args.reports)
     _emit(args, {"claims": merged}, merged_claims_table(merged))
@@ -349,7 +354,7 @@ def cmd_claims(args) -> int:
 
 def cmd_measure(args) -> int:
     """Time a .tflite here or on a remote device: one fresh worker for latency, another for peak RSS."""
-    from edgemodels import targets
+    from edgemodels.run import targets
 
     tflite = Path(args.tflite.removeprefix("tflite:"))
     if not tflite.is_file():
@@ -387,7 +392,8 @@ def cmd_measure(args) -> int:
 
 def cmd_export(args) -> int:
     """Build what `pytest bench/ --device=D --artifacts DIR` needs on the device and write it to DIR (atomic)."""
-    from edgemodels import cache, export
+    from edgemodels.store import cache
+    from edgemodels.build import export
 
     req = export.ExportRequest(device=args.device, scale=args.scale, data=args.data,
                                models=tuple(_csv_list(args.models)), modes=tuple(_csv_list(args.modes)),
@@ -430,9 +436,9 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from edgemodels.convert import MODES
-    from edgemodels.models import REGISTRY
-    from edgemodels.train import DistillConfig
+    from edgemodels.build.convert import MODES
+    from edgemodels.build.models import REGISTRY
+    from edgemodels.build.train import DistillConfig
 
     p = argparse.ArgumentParser(prog="edgemodels", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgemodels {__version__}")
@@ -524,7 +530,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_measure)
 
     from edgemodels.devices import NAMES as DEVICES
-    from edgemodels.suite import SUITE_SCALES
+    from edgemodels.study.matrix import SUITE_SCALES
 
     x = sub.add_parser("export", parents=[common],
                        help="write a device's bench artifacts, pre-tokenized feeds and x86 reference outputs to DIR "
@@ -546,7 +552,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edgemodels import progress
-    from edgemodels.data import default_spec
+    from edgemodels.build.data import default_spec
 
     args = parser().parse_args(argv)
     _set_quiet(args)

@@ -64,6 +64,56 @@ class CPU:
             raise ValueError(f"CPU.clock_ghz must be >= 0, got {self.clock_ghz}")
 
 
+@dataclass(frozen=True)
+class CpuIdentity:
+    """What the device's kernel reports about its CPU: written into an emulated user-land's /proc and /sys, because
+    QEMU shows the host's x86 files, and ARM runtimes (cpuinfo, XNNPACK) then crash or pick other kernels."""
+
+    part: str  # MIDR part number, e.g. "0xd08"
+    variant: str
+    revision: int
+    architecture: int  # "CPU architecture" line: 7 on a 32-bit Pi 3 kernel, 8 on 64-bit
+    model_name: str | None  # only 32-bit kernels print a "model name" line
+    features: tuple[str, ...]  # the device's Features line
+    max_khz: int
+    min_khz: int
+    hardware: str
+    revision_code: str
+    model: str  # the board, as /proc/device-tree/model and cpuinfo's Model line say it
+
+
+QEMU_BINARIES: Mapping[str, str] = MappingProxyType({"armhf": "qemu-arm-static", "arm64": "qemu-aarch64-static"})
+"""Debian architecture -> the QEMU user-mode emulator that runs its binaries."""
+
+
+@dataclass(frozen=True)
+class Emulation:
+    """How the device's own runtime build is run on a workstation: QEMU user mode over a Debian user-land of its
+    architecture (edgemodels.run.qemu), with the CPU pinned (never QEMU's default "max", which advertises SVE/i8mm
+    that no Pi has) and the device's CPU identity shown to the runtime. A profile that has one gets the emulated
+    compat checks off the device; without one they skip."""
+
+    debian_arch: str  # "armhf" | "arm64"
+    qemu_cpu: str  # e.g. "cortex-a72"
+    cpu: CpuIdentity
+
+    def __post_init__(self) -> None:
+        if self.debian_arch not in QEMU_BINARIES:
+            raise ValueError(f"Emulation.debian_arch {self.debian_arch!r}: one of {', '.join(QEMU_BINARIES)}")
+        if self.qemu_cpu in ("", "max", "host"):
+            raise ValueError(f"Emulation.qemu_cpu {self.qemu_cpu!r}: pin a real CPU model (e.g. cortex-a72): "
+                             "'max' offers features no Pi has, so the runtime would pick other kernels")
+
+    @property
+    def qemu_binary(self) -> str:
+        return QEMU_BINARIES[self.debian_arch]
+
+    @property
+    def method(self) -> str:
+        """How figures from this emulation were obtained, for reports."""
+        return f"emulated ARM (qemu, {self.qemu_cpu})"
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeviceProfile:
     """One deployment target, described by what matters for running a .tflite classifier on it."""
@@ -80,8 +130,8 @@ class DeviceProfile:
     """The TFLite runtime this device can really install (pip wheel exists for its arch/OS)."""
     runtime_version: str
     numpy_constraint: str
-    qemu_cpu: str | None
-    """QEMU_CPU for user-mode emulation of this device; None where no emulation is needed."""
+    emulation: Emulation | None = None
+    """How its own runtime is emulated on a workstation (QEMU); None where no emulation is needed or possible."""
     target_inferences_per_s: float = 1.0
     """The paper's goal: classify at least one tweet per second on the device."""
     speed_factor: float | None
@@ -180,6 +230,20 @@ _PI3_DERIVATION = (
     + " Sources: " + _SRC_ALLAN + "; " + _SRC_32BIT + "; " + _SRC_SYSBENCH + "; " + _SRC_PEAK + "."
 )
 
+_PI_A53_32 = ("half", "thumb", "fastmult", "vfp", "edsp", "neon", "vfpv3", "tls", "vfpv4", "idiva",
+              "idivt", "vfpd32", "lpae", "evtstrm", "crc32")
+# Pi 3 Model B (BCM2837, Cortex-A53) under 32-bit Raspberry Pi OS: the kernel reports ARMv7. QEMU 7.2 has no 32-bit
+# Cortex-A53, so the ISA is emulated as a Cortex-A7: the same ARMv7 NEON-VFPv4 instruction set that the Pi 3's 32-bit
+# kernel exposes (minus crc32).
+_PI3_CPU = CpuIdentity("0xd03", "0x0", 4, 7, "ARMv7 Processor rev 4 (v7l)", _PI_A53_32,
+                       1_200_000, 600_000, "BCM2835", "a02082", "Raspberry Pi 3 Model B Rev 1.2")
+_PI4_CPU = CpuIdentity("0xd08", "0x0", 3, 8, None, ("fp", "asimd", "evtstrm", "crc32", "cpuid"),
+                       1_500_000, 600_000, "BCM2835", "c03111", "Raspberry Pi 4 Model B Rev 1.1")
+_PI5_CPU = CpuIdentity("0xd0b", "0x4", 1, 8, None,
+                       ("fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp",
+                        "asimdhp", "cpuid", "asimdrdm", "lrcpc", "dcpop", "asimddp"),
+                       2_400_000, 1_500_000, "BCM2712", "d04170", "Raspberry Pi 5 Model B Rev 1.0")
+
 _PROFILES: dict[str, DeviceProfile] = {
     "desktop": DeviceProfile(
         name="desktop",
@@ -193,7 +257,6 @@ _PROFILES: dict[str, DeviceProfile] = {
         runtime="ai-edge-litert",
         runtime_version="2.3.0",
         numpy_constraint="",
-        qemu_cpu=None,
         speed_factor=None,
         speed_factor_derivation=(
             "Measured, not projected: the desktop profile is this x86-64 workstation measured as itself."
@@ -215,7 +278,7 @@ _PROFILES: dict[str, DeviceProfile] = {
         runtime_version="2.14.0",
         numpy_constraint="numpy<2",
         # QEMU 7.2 has no 32-bit cortex-a53 model; cortex-a7 is the closest ARMv7 NEON/VFPv4 core.
-        qemu_cpu="cortex-a7",
+        emulation=Emulation("armhf", "cortex-a7", _PI3_CPU),
         speed_factor=0.025,
         speed_factor_derivation=_PI3_DERIVATION,
     ),
@@ -232,7 +295,7 @@ _PROFILES: dict[str, DeviceProfile] = {
         runtime="ai-edge-litert",
         runtime_version="2.3.0",
         numpy_constraint="",
-        qemu_cpu="cortex-a72",
+        emulation=Emulation("arm64", "cortex-a72", _PI4_CPU),
         speed_factor=0.10,
         speed_factor_derivation=_PI4_DERIVATION,
     ),
@@ -249,7 +312,7 @@ _PROFILES: dict[str, DeviceProfile] = {
         runtime="ai-edge-litert",
         runtime_version="2.3.0",
         numpy_constraint="",
-        qemu_cpu="cortex-a76",
+        emulation=Emulation("arm64", "cortex-a76", _PI5_CPU),
         speed_factor=0.25,
         speed_factor_derivation=_PI5_DERIVATION,
     ),
@@ -379,7 +442,6 @@ def native_profile() -> DeviceProfile:
         runtime="ai-edge-litert",
         runtime_version=litert_version,
         numpy_constraint="",
-        qemu_cpu=None,
         speed_factor=None,
         speed_factor_derivation="Measured, not projected: this host measured as itself.",
     )

@@ -113,7 +113,7 @@ class TinyBuilds:
     """tiny-bert artifacts in one session cache; `artifact()` builds each (quant, seq) at most once."""
 
     def __init__(self, csv_path: Path, root: Path):
-        from edgemodels.cache import ArtifactCache
+        from edgemodels.store.cache import ArtifactCache
 
         self.csv = csv_path
         self.data = f"csv:{csv_path}"
@@ -121,13 +121,13 @@ class TinyBuilds:
         self._built: dict[tuple[str, int | None], Any] = {}
 
     def request(self, quant: str, seq: int | None = TINY_SEQ, **kw):
-        from edgemodels.pipeline import BuildRequest
+        from edgemodels.build.pipeline import BuildRequest
 
         return BuildRequest("tiny-bert", quant=quant, data=self.data, seq=seq, **kw)
 
     def artifact(self, quant: str, seq: int | None = TINY_SEQ):
         """The Artifact returned by the first (building) call for this quant/seq in the session."""
-        from edgemodels import pipeline
+        from edgemodels.build import pipeline
 
         if (quant, seq) not in self._built:
             self._built[(quant, seq)] = pipeline.build(self.request(quant, seq), self.store)

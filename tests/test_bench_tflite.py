@@ -30,7 +30,9 @@ def shipped(tmp_path_factory) -> Path:
     CSV's 6 validation rows leave it at the majority class), copied with its tokenizer and nothing else: no
     manifest, so its class names and mode are unknown to the bench, as for a file a user ships."""
     pytest.importorskip("tensorflow")
-    from edgemodels import cache, pipeline, suite
+    from edgemodels.store import cache
+    from edgemodels.build import pipeline
+    from edgemodels.study import matrix as suite
 
     smoke = suite.get_scale("smoke")
     req = pipeline.BuildRequest("tiny-bert", quant="drq", data="builtin", seq=64,

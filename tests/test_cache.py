@@ -1,4 +1,4 @@
-"""edgemodels.cache: keys, hits, misses, corruption, interrupted and concurrent builds, listing, clearing."""
+"""edgemodels.store.cache: keys, hits, misses, corruption, interrupted and concurrent builds, listing, clearing."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from edgemodels import cache
-from edgemodels.cache import ArtifactCache, Entry, Key
+from edgemodels.store import cache
+from edgemodels.store.cache import ArtifactCache, Entry, Key
 
 
 def _builder(calls: list, payload: bytes = b"payload", **fields):
@@ -184,7 +184,7 @@ def test_builder_that_raises_leaves_no_entry_and_no_temp_dir(tmp_path):
 _WORKER = r"""
 import json, os, sys, time
 from pathlib import Path
-from edgemodels.cache import ArtifactCache, Key
+from edgemodels.store.cache import ArtifactCache, Key
 
 root, counter, ready, me, peers, mode = sys.argv[1:7]
 Path(ready, me).touch()
@@ -508,7 +508,7 @@ def _split_zip_dists(tmp_path: Path):
 
 
 def test_unpacked_weights_follow_the_one_completion_rule(tmp_path):
-    from edgemodels import models
+    from edgemodels.build import models
 
     dists = _split_zip_dists(tmp_path)
     root = tmp_path / "cache"
@@ -526,7 +526,7 @@ def test_unpacked_weights_follow_the_one_completion_rule(tmp_path):
 _READ_ONLY = r"""
 import json, sys
 from pathlib import Path
-from edgemodels.cache import ArtifactCache, Key, CacheError
+from edgemodels.store.cache import ArtifactCache, Key, CacheError
 store = ArtifactCache(Path(sys.argv[1]))
 hit = store.get(Key("test", "thing", {"a": 1, "b": "x"}))
 try:

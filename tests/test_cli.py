@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_SEQ, run_cli_subprocess
-from edgemodels import cli, models
-from edgemodels.report import Claim, Report
+from edgemodels import cli
+from edgemodels.build import models
+from edgemodels.report.rows import Claim, Report
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -256,7 +257,7 @@ def test_impossible_option_values_are_refused_at_parse_time(argv):
 
 
 def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
-    from edgemodels import pipeline
+    from edgemodels.build import pipeline
 
     seen = {}
 
@@ -273,7 +274,7 @@ def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
 
 def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_path):
     """Why: T and alpha could only be changed in Python (train.DistillConfig); they are part of the student's key."""
-    from edgemodels import pipeline, train
+    from edgemodels.build import pipeline, train
 
     seen = []
 
@@ -347,7 +348,7 @@ def test_cache_ls_of_an_unreadable_tree_is_one_line_not_a_traceback():
 
 
 def test_cache_ls_shows_leftovers_clear_removes_them_and_verify_hashes(tmp_path):
-    from edgemodels.cache import ArtifactCache, Key
+    from edgemodels.store.cache import ArtifactCache, Key
 
     root = tmp_path / "c"
     store = ArtifactCache(root)
@@ -374,7 +375,7 @@ def test_cache_clear_asks_on_a_terminal(tmp_path):
     import sys
 
     from conftest import REPO
-    from edgemodels.cache import ArtifactCache, Key
+    from edgemodels.store.cache import ArtifactCache, Key
 
     root = tmp_path / "c"
     e = ArtifactCache(root).get_or_build(Key("t", "m", {"x": 1}), lambda tmp: ((tmp / "f").write_text("1"), {})[1])

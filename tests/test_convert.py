@@ -1,4 +1,4 @@
-"""edgemodels.convert: every compression mode gives a loadable FlatBuffer that agrees with the TF model.
+"""edgemodels.build.convert: every compression mode gives a loadable FlatBuffer that agrees with the TF model.
 
 The reference is the Keras model the artifacts were converted from. Tolerances are relative to the
 largest reference logit: random-init tiny-bert emits logits of about 0.02, so absolute tolerances such
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEQ
-from edgemodels import convert, models, runtime
+from edgemodels.build import convert, models
+from edgemodels.run import runtime
 
 FP32_RTOL = 1e-4  # same float graph, only kernel/order differences (measured ~5e-7)
 FP16_RTOL = 1e-2  # fp16 weights: 11-bit mantissa, ~5e-4 relative per weight (measured ~4e-4)
@@ -89,7 +90,7 @@ def test_export_signature_and_int8_needs_representative_set(tiny_tf_model, tmp_p
     with pytest.raises(ValueError, match="unknown quantization mode"):
         convert.convert(sm, "int4")
     with pytest.raises(convert.ConversionError, match="made by ai-edge-quantizer"):
-        convert.convert(sm, "w4")  # a recipe mode: edgemodels.quantize, from the fp32 .tflite
+        convert.convert(sm, "w4")  # a recipe mode: edgemodels.build.quantize, from the fp32 .tflite
     with pytest.raises(OSError, match=str(tmp_path / "absent")):
         convert.convert(tmp_path / "absent", "fp32")
 

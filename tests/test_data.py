@@ -1,4 +1,4 @@
-"""Tests for edgemodels.data: readers, filtering counts, splits, fingerprints and error messages.
+"""Tests for edgemodels.build.data: readers, filtering counts, splits, fingerprints and error messages.
 
 RepLab behaviour is tested on the synthetic fixture in tests/fixtures/replab (invented ids and
 texts, see make_fixtures.py); the real shared RepLab training split is checked only when present.
@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgemodels import LABELS
-from edgemodels import data
-from edgemodels.data import DataError, Dataset, DataSpec, Example, load, load_all, parse_spec
+from edgemodels.build import data
+from edgemodels.build.data import DataError, Dataset, DataSpec, Example, load, load_all, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "replab"
@@ -285,7 +285,7 @@ def test_fingerprint_tracks_content_and_split_parameters() -> None:
 
 
 def test_fingerprint_stable_across_processes() -> None:
-    code = "from edgemodels.data import load; print(load('builtin', 'validation', seed=7).fingerprint)"
+    code = "from edgemodels.build.data import load; print(load('builtin', 'validation', seed=7).fingerprint)"
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == load("builtin", "validation", seed=7).fingerprint

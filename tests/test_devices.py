@@ -49,7 +49,7 @@ def test_pi3_is_32bit_with_the_last_armv7_runtime():
     pi3 = devices.get("pi3")
     assert (pi3.arch, pi3.os_bits) == ("armv7l", 32)
     assert (pi3.runtime, pi3.runtime_version, pi3.numpy_constraint) == ("tflite-runtime", "2.14.0", "numpy<2")
-    assert pi3.qemu_cpu == "cortex-a7"
+    assert pi3.emulation.qemu_cpu == "cortex-a7"
     assert pi3.cpu == devices.CPU(cores=4, clock_ghz=1.2, microarch="Cortex-A53")
 
 
@@ -58,12 +58,12 @@ def test_64bit_pis_use_litert(name, qemu):
     p = devices.get(name)
     assert (p.arch, p.os_bits, p.runtime, p.runtime_version) == ("aarch64", 64, "ai-edge-litert", "2.3.0")
     assert p.numpy_constraint == ""
-    assert p.qemu_cpu == qemu
+    assert p.emulation.qemu_cpu == qemu
 
 
 def test_desktop_is_measured_not_projected():
     desktop = devices.get("desktop")
-    assert desktop.arch == "x86_64" and desktop.qemu_cpu is None
+    assert desktop.arch == "x86_64" and desktop.emulation is None
     assert desktop.speed_factor is None and not desktop.projected
 
 
@@ -197,7 +197,7 @@ def test_native_profile_reads_this_host():
     assert native.arch == platform.machine()
     assert native.ram_bytes == psutil.virtual_memory().total
     assert native.cpu.cores == devices.get("native").cpu.cores >= 1
-    assert native.speed_factor is None and native.qemu_cpu is None
+    assert native.speed_factor is None and native.emulation is None
     assert native.runtime == "ai-edge-litert"
     assert 0 < native.memory_budget_bytes < native.ram_bytes
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemodels import cache, data, models, pipeline, train
-from edgemodels.train import DistillConfig, DistillError, TeacherLogits, TrainConfig
+from edgemodels.store import cache
+from edgemodels.build import data, models, pipeline, train
+from edgemodels.build.train import DistillConfig, DistillError, TeacherLogits, TrainConfig
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for edgemodels.emulation: the device's own ARM runtime under QEMU user-mode emulation.
+"""Tests for edgemodels.run.qemu: the device's own ARM runtime under QEMU user-mode emulation.
 
 Unit tests always run (no QEMU, no network). Tests marked `emulation` build a Debian ARM user-land
 once per session (about a minute; reused via EDGEMODELS_CACHE) and skip, with the reason, when
@@ -19,8 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemodels import emulation as emu
-from edgemodels.emulation import TARGETS, ArmTarget, EmulationError
+from edgemodels import devices
+from edgemodels.run import qemu as emu
+from edgemodels.run import rootfs as rfs
+from edgemodels.run.qemu import EmulationError
+
+TARGETS = {name: devices.get(name) for name in ("pi3", "pi4", "pi5")}
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,21 +43,22 @@ def _cpuinfo_field(text: str, key: str) -> list[str]:
 # ------------------------------------------------------------------------------------ targets
 
 
-def test_targets_are_immutable_and_name_known_runtimes():
-    from edgemodels.runtime import RUNTIMES
+def test_emulation_facts_live_in_the_profiles_and_are_pinned():
+    from edgemodels.run.runtime import RUNTIMES
 
-    assert isinstance(TARGETS, types.MappingProxyType)
-    with pytest.raises(TypeError):
-        TARGETS["pi9"] = TARGETS["pi4"]  # type: ignore[index]
+    pi3, pi4, pi5 = (TARGETS[d] for d in ("pi3", "pi4", "pi5"))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        TARGETS["pi4"].qemu_cpu = "max"  # type: ignore[misc]
+        pi4.emulation.qemu_cpu = "max"  # type: ignore[misc]
     assert {t.runtime for t in TARGETS.values()} <= set(RUNTIMES)
-    pi3, pi4, pi5 = TARGETS["pi3"], TARGETS["pi4"], TARGETS["pi5"]
-    assert (pi3.debian_arch, pi3.qemu_binary, pi3.qemu_cpu) == ("armhf", "qemu-arm-static", "cortex-a7")
+    e3, e4, e5 = pi3.emulation, pi4.emulation, pi5.emulation
+    assert (e3.debian_arch, e3.qemu_binary, e3.qemu_cpu) == ("armhf", "qemu-arm-static", "cortex-a7")
     assert (pi3.runtime, pi3.runtime_version) == ("tflite-runtime", "2.14.0")
-    assert (pi4.debian_arch, pi4.qemu_cpu, pi5.qemu_cpu) == ("arm64", "cortex-a72", "cortex-a76")
-    assert pi4.method == "emulated ARM (qemu, cortex-a72)"
-    assert all(t.qemu_cpu != "max" for t in TARGETS.values())
+    assert (e4.debian_arch, e4.qemu_cpu, e5.qemu_cpu) == ("arm64", "cortex-a72", "cortex-a76")
+    assert e4.method == "emulated ARM (qemu, cortex-a72)"
+    assert devices.get("desktop").emulation is None
+    for bad in ("max", "host", ""):  # trap b at the source: QEMU's default offers features no Pi has
+        with pytest.raises(ValueError, match="pin a real CPU model"):
+            dataclasses.replace(e4, qemu_cpu=bad)
 
 
 # ------------------------------------------------------------------- trap a: the CPU files
@@ -68,11 +73,11 @@ def test_cpu_files_describe_the_device(device, part, arch_line, model_name):
     target = TARGETS[device]
     files = emu.cpu_files(target)
     cpuinfo = files["proc/cpuinfo"]
-    assert _cpuinfo_field(cpuinfo, "processor") == [str(i) for i in range(target.cores)]
-    assert _cpuinfo_field(cpuinfo, "CPU part") == [part] * target.cores
-    assert _cpuinfo_field(cpuinfo, "CPU implementer") == ["0x41"] * target.cores
-    assert _cpuinfo_field(cpuinfo, "CPU architecture") == [arch_line] * target.cores
-    assert _cpuinfo_field(cpuinfo, "model name") == ([model_name] * target.cores if model_name else [])
+    assert _cpuinfo_field(cpuinfo, "processor") == [str(i) for i in range(target.cpu.cores)]
+    assert _cpuinfo_field(cpuinfo, "CPU part") == [part] * target.cpu.cores
+    assert _cpuinfo_field(cpuinfo, "CPU implementer") == ["0x41"] * target.cpu.cores
+    assert _cpuinfo_field(cpuinfo, "CPU architecture") == [arch_line] * target.cpu.cores
+    assert _cpuinfo_field(cpuinfo, "model name") == ([model_name] * target.cpu.cores if model_name else [])
     assert "GenuineIntel" not in cpuinfo and "flags" not in cpuinfo
     features = set(_cpuinfo_field(cpuinfo, "Features")[0].split())
     assert not features & {"sve", "sve2", "i8mm", "bf16", "svei8mm"}  # no Pi has these
@@ -84,7 +89,7 @@ def test_cpu_files_describe_the_device(device, part, arch_line, model_name):
         assert {"neon", "vfpv4"} <= features
     for name in ("possible", "present", "online"):
         assert files[f"sys/devices/system/cpu/{name}"] == "0-3\n"
-    for cpu in range(target.cores):
+    for cpu in range(target.cpu.cores):
         assert f"sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq" in files
         assert files[f"sys/devices/system/cpu/cpu{cpu}/topology/core_id"] == f"{cpu}\n"
 
@@ -131,9 +136,9 @@ class FakePopulate:
         self.calls = 0
         self.fail = fail
 
-    def __call__(self, target: ArmTarget, dest: Path, arm_dir: Path) -> dict:
+    def __call__(self, target, dest: Path, arm_dir: Path) -> dict:
         self.calls += 1
-        triplet = emu._ARCHES[target.debian_arch].triplet
+        triplet = emu._ARCHES[target.emulation.debian_arch].triplet
         for rel in ("usr/bin/python3", f"usr/lib/{triplet}/blas/libblas.so.3",
                     f"usr/lib/{triplet}/lapack/liblapack.so.3", f"{emu.SITE_DIR}/runtime/__init__.py"):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -145,39 +150,39 @@ class FakePopulate:
 
 def test_incomplete_rootfs_is_detected_and_rebuilt(tmp_path, monkeypatch):
     fake = FakePopulate()
-    monkeypatch.setattr(emu, "_populate", fake)
+    monkeypatch.setattr(rfs, "_populate", fake)
     target = TARGETS["pi4"]
-    final = emu.rootfs_dir(target, tmp_path)
+    final = rfs.rootfs_dir(target, tmp_path)
     assert final.parent == tmp_path / "arm" and final.name.startswith("pi4-ai-edge-litert-2.3.0-")
     final.mkdir(parents=True)
     (final / "half-written").write_text("not ours")  # no marker: never deleted (issue 10), an error instead
-    from edgemodels.cache import CacheError
+    from edgemodels.store.cache import CacheError
     with pytest.raises(CacheError, match=rf"{final}: in the way of a cache entry but not one"):
-        emu.ensure_rootfs(target, tmp_path)
+        rfs.ensure_rootfs(target, tmp_path)
     assert (final / "half-written").exists() and fake.calls == 0
     (final / "half-written").unlink()
     final.rmdir()
 
-    assert emu.ensure_rootfs(target, tmp_path) == final
+    assert rfs.ensure_rootfs(target, tmp_path) == final
     assert fake.calls == 1
     marker = json.loads((final / emu.MARKER).read_text())
     assert marker["recipe_hash"] == final.name.rsplit("-", 1)[1]
     assert marker["lib_dirs"] == ["usr/lib/aarch64-linux-gnu/blas", "usr/lib/aarch64-linux-gnu/lapack"]
     assert (final / "proc/cpuinfo").read_text() == emu.cpu_files(target)["proc/cpuinfo"]
 
-    assert emu.ensure_rootfs(target, tmp_path) == final  # complete: reused
+    assert rfs.ensure_rootfs(target, tmp_path) == final  # complete: reused
     assert fake.calls == 1
 
     (final / emu.MARKER).write_text(json.dumps({"recipe_hash": "somethingelse"}))  # foreign marker
-    emu.ensure_rootfs(target, tmp_path)
+    rfs.ensure_rootfs(target, tmp_path)
     assert fake.calls == 2
     assert not [p for p in final.parent.iterdir() if ".tmp" in p.name]
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
-    monkeypatch.setattr(emu, "_populate", FakePopulate(fail=True))
+    monkeypatch.setattr(rfs, "_populate", FakePopulate(fail=True))
     with pytest.raises(EmulationError, match="simulated"):
-        emu.ensure_rootfs(TARGETS["pi3"], tmp_path)
+        rfs.ensure_rootfs(TARGETS["pi3"], tmp_path)
     leftovers = [p.name for p in (tmp_path / "arm").iterdir() if not p.name.endswith(".lock")]
     assert leftovers == []
 
@@ -186,14 +191,14 @@ def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_invocation_pins_cpu_and_points_numpy_at_blas(tmp_path, monkeypatch):
-    monkeypatch.setattr(emu, "_populate", FakePopulate())
+    monkeypatch.setattr(rfs, "_populate", FakePopulate())
     for device in ("pi3", "pi4"):
         target = TARGETS[device]
-        rootfs = emu.ensure_rootfs(target, tmp_path)
+        rootfs = rfs.ensure_rootfs(target, tmp_path)
         argv, env = emu.qemu_invocation(target, rootfs, ["-c", "pass"])
-        assert argv[:3] == [target.qemu_binary, "-L", str(rootfs.resolve())]
+        assert argv[:3] == [target.emulation.qemu_binary, "-L", str(rootfs.resolve())]
         assert argv[3] == str(rootfs.resolve() / "usr/bin/python3")
-        assert env["QEMU_CPU"] == target.qemu_cpu
+        assert env["QEMU_CPU"] == target.emulation.qemu_cpu
         triplet = "arm-linux-gnueabihf" if device == "pi3" else "aarch64-linux-gnu"
         libdirs = env["LD_LIBRARY_PATH"].split(":")
         assert str(rootfs.resolve() / f"usr/lib/{triplet}/blas") in libdirs
@@ -221,10 +226,10 @@ def test_mirror_comes_from_apt_config(tmp_path, monkeypatch):
         "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\nEnabled: no\n\n"
         "Types: deb-src deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\nComponents: main\n")
     (apt / "sources.list.d/b.list.disabled").write_text("deb http://ignored.example/debian bookworm main\n")
-    assert emu.debian_mirror(apt) == "http://mirror.example/debian"
-    assert emu.debian_mirror(tmp_path / "none") == emu.DEFAULT_MIRROR
+    assert rfs.debian_mirror(apt) == "http://mirror.example/debian"
+    assert rfs.debian_mirror(tmp_path / "none") == rfs.DEFAULT_MIRROR
     monkeypatch.setenv("EDGEMODELS_DEBIAN_MIRROR", "http://local/debian/")
-    assert emu.debian_mirror(apt) == "http://local/debian"
+    assert rfs.debian_mirror(apt) == "http://local/debian"
 
 
 def test_availability_explains_what_to_install(monkeypatch, tmp_path):
@@ -276,7 +281,7 @@ def test_worker_reports_a_refusal_as_a_result(tmp_path):
                "status_file": str(tmp_path / "status.json")}
     (tmp_path / "request.json").write_text(json.dumps(request))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "edgemodels.arm_worker", str(tmp_path / "request.json")],
+    proc = subprocess.run([sys.executable, "-m", "edgemodels.run.worker", str(tmp_path / "request.json")],
                           env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     status = json.loads((tmp_path / "status.json").read_text())
@@ -294,18 +299,21 @@ def test_a_crash_is_a_result_not_an_exception(tmp_path, monkeypatch):
         return [sys.executable, "-c", code], dict(os.environ)
 
     monkeypatch.setattr(emu, "qemu_invocation", crashing)
-    run = emu.run_model(TARGETS["pi4"], tmp_path, model, [{"input_ids": np.ones((1, 4), np.int32)}])
+    run = emu.QemuTarget(TARGETS["pi4"], tmp_path).run(model, feeds=[{"input_ids": np.ones((1, 4), np.int32)}])
     assert run.loads is False and run.outputs is None
-    assert run.error.startswith("qemu/python crashed (signal 11)") and "boom" in run.error
+    assert run.error.startswith("worker crashed (signal 11)") and "boom" in run.error
 
 
-def test_run_model_rejects_bad_arguments(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.tflite"):
-        emu.run_model(TARGETS["pi4"], tmp_path, tmp_path / "missing.tflite", [{"x": np.ones(1)}])
+def test_a_run_rejects_bad_arguments(tmp_path):
+    from edgemodels.run.targets import TargetError
+
+    target = emu.QemuTarget(TARGETS["pi4"], tmp_path)
+    with pytest.raises(TargetError, match="missing.tflite"):
+        target.run(tmp_path / "missing.tflite", feeds=[{"x": np.ones(1)}])
     model = tmp_path / "m.tflite"
     model.write_bytes(b"\0\0\0\0TFL3")
     with pytest.raises(ValueError, match=r"feeds\[1\] must be a non-empty dict"):
-        emu.run_model(TARGETS["pi4"], tmp_path, model, [{"x": np.ones(1)}, {}])
+        target.run(model, feeds=[{"x": np.ones(1)}, {}])
 
 
 # ============================================================ integration: real QEMU
@@ -327,7 +335,7 @@ def rootfs(arm_cache):
 
     def get(device: str) -> Path:
         if device not in built:
-            built[device] = emu.ensure_rootfs(TARGETS[device], arm_cache)
+            built[device] = rfs.ensure_rootfs(TARGETS[device], arm_cache)
         return built[device]
 
     return get
@@ -379,7 +387,7 @@ FEEDS = [  # different sequence lengths: the dynamic model resizes per feed
 
 def _x86_reference(path: Path) -> np.ndarray:
     pytest.importorskip("ai_edge_litert")
-    from edgemodels import runtime
+    from edgemodels.run import runtime
 
     model = runtime.load(path, runtime="ai-edge-litert", num_threads=1)
     return np.stack([model.run(f)[0] for f in FEEDS])
@@ -389,38 +397,37 @@ def _x86_reference(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("device", ["pi4", "pi5"])
 def test_litert_on_arm64_matches_x86(device, rootfs, tiny_models):
     target = TARGETS[device]
-    fp32 = emu.run_model(target, rootfs(device), tiny_models["fp32"], FEEDS)
+    fp32 = emu.QemuTarget(target, rootfs(device)).run(tiny_models["fp32"], threads=1, feeds=FEEDS)
     assert fp32.loads and fp32.error is None, fp32.error
-    assert (fp32.arch, fp32.runtime_version) == ("aarch64", "2.3.0")
-    assert fp32.cpu_part == emu._IDENTITY[device].part and fp32.cpu_count == 4  # trap a
-    assert "sve" not in fp32.cpu_features and "i8mm" not in fp32.cpu_features  # trap b
-    assert fp32.xnnpack is True
+    assert (fp32.identity.arch, fp32.identity.runtime_version) == ("aarch64", "2.3.0")
+    assert fp32.identity.cpu_part == target.emulation.cpu.part and fp32.identity.cores == 4  # trap a
+    # trap b (no SVE/i8mm) and XNNPACK's delegate are checked by every QemuTarget run: it raises otherwise
     assert fp32.outputs.shape == (len(FEEDS), 3)
     np.testing.assert_allclose(fp32.outputs, _x86_reference(tiny_models["fp32"]), atol=1e-4, rtol=0)
 
-    drq = emu.run_model(target, rootfs(device), tiny_models["drq"], FEEDS)
+    drq = emu.QemuTarget(target, rootfs(device)).run(tiny_models["drq"], threads=1, feeds=FEEDS)
     assert drq.loads and drq.error is None, drq.error
     assert drq.outputs.shape == (len(FEEDS), 3) and np.isfinite(drq.outputs).all()
 
-    load_only = emu.run_model(target, rootfs(device), tiny_models["drq"], [])
+    load_only = emu.QemuTarget(target, rootfs(device)).run(tiny_models["drq"], threads=1, feeds=[])
     assert load_only.loads and load_only.error is None and load_only.outputs is None
 
 
 @pytest.mark.emulation
 def test_pi3_tflite_runtime_214_loads_fp32_and_refuses_new_drq(rootfs, tiny_models):
     target = TARGETS["pi3"]
-    fp32 = emu.run_model(target, rootfs("pi3"), tiny_models["fp32"], FEEDS)
+    fp32 = emu.QemuTarget(target, rootfs("pi3")).run(tiny_models["fp32"], threads=1, feeds=FEEDS)
     assert fp32.loads and fp32.error is None, fp32.error
-    assert (fp32.arch, fp32.runtime_version) == ("armv7l", "2.14.0")
-    assert fp32.cpu_part == "0xd03" and fp32.cpu_count == 4
+    assert (fp32.identity.arch, fp32.identity.runtime_version) == ("armv7l", "2.14.0")
+    assert fp32.identity.cpu_part == "0xd03" and fp32.identity.cores == 4
     np.testing.assert_allclose(fp32.outputs, _x86_reference(tiny_models["fp32"]), atol=1e-4, rtol=0)
 
     # TF 2.21 writes a rank-3 dynamic-range FULLY_CONNECTED as op version 12; 2.14 stops at 11.
-    drq = emu.run_model(target, rootfs("pi3"), tiny_models["drq"], FEEDS)
+    drq = emu.QemuTarget(target, rootfs("pi3")).run(tiny_models["drq"], threads=1, feeds=FEEDS)
     assert drq.loads is False and drq.outputs is None
     assert "FULLY_CONNECTED" in drq.error and "tflite-runtime 2.14.0" in drq.error
-    assert drq.runtime_version == "2.14.0"
-    load_only = emu.run_model(target, rootfs("pi3"), tiny_models["drq"], [])  # no feeds: same verdict
+    assert drq.identity.runtime_version == "2.14.0"
+    load_only = emu.QemuTarget(target, rootfs("pi3")).run(tiny_models["drq"], threads=1, feeds=[])  # no feeds: same verdict
     assert load_only.loads is False and "FULLY_CONNECTED" in load_only.error
 
 
@@ -437,7 +444,7 @@ def test_guest_sees_device_cpu_and_numpy_blas_works(device, rootfs):
     assert proc.returncode == 0, proc.stderr[-2000:]
     cpuinfo, count, machine, dot = proc.stdout.strip().splitlines()
     assert eval(cpuinfo) == emu.cpu_files(target)["proc/cpuinfo"]  # noqa: S307 - repr of a str
-    assert int(count) == target.cores
+    assert int(count) == target.cpu.cores
     assert machine == ("armv7l" if device == "pi3" else "aarch64")
     assert float(dot) == 64.0
 
@@ -445,6 +452,7 @@ def test_guest_sees_device_cpu_and_numpy_blas_works(device, rootfs):
 @pytest.mark.emulation
 def test_unpinned_qemu_cpu_is_caught(rootfs, tiny_models):
     """Trap b: QEMU's default "max" CPU offers SVE; the run must not pass as a Pi 4."""
-    unpinned = dataclasses.replace(TARGETS["pi4"], qemu_cpu="max")
+    pi4 = TARGETS["pi4"]
+    unpinned = dataclasses.replace(pi4, emulation=dataclasses.replace(pi4.emulation, qemu_cpu="a64fx"))  # has SVE
     with pytest.raises(EmulationError, match="sve"):
-        emu.run_model(unpinned, rootfs("pi4"), tiny_models["fp32"], FEEDS[:1])
+        emu.QemuTarget(unpinned, rootfs("pi4")).run(tiny_models["fp32"], threads=1, feeds=FEEDS[:1])

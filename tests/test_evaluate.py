@@ -1,4 +1,4 @@
-"""edgemodels.evaluate on every core, and edgemodels.progress: same predictions as one interpreter, a
+"""edgemodels.run.evaluate on every core, and edgemodels.progress: same predictions as one interpreter, a
 plan that uses the cores, and a progress bar only where someone watches (tiny-bert, synthetic tweets)."""
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEQ, write_tiny_csv
-from edgemodels import cli, data, evaluate, progress, runtime
+from edgemodels import cli, progress
+from edgemodels.build import data
+from edgemodels.run import evaluate, runtime
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEQ, write_tiny_csv
-from edgemodels import convert, data, evaluate, models
+from edgemodels.build import convert, data, models
+from edgemodels.run import evaluate
 
 
 def _token_class_tflite(path) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from test_plugin import _outcomes, smoke_cache  # noqa: F401  (the session's smoke-scale cache: tiny-bert built once)
 
-from edgemodels import expected, modes, suite
-from edgemodels.expected import ANY, Expected, ExpectedError
+from edgemodels.study import criteria
+from edgemodels.study import expected, matrix as suite
+from edgemodels.build import modes
+from edgemodels.study.expected import ANY, Expected, ExpectedError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +75,7 @@ def test_a_record_may_name_a_conftest_source_by_its_plain_name():
 def test_only_the_tests_own_assertion_is_the_expected_outcome():
     """The collection-time xfail takes an AssertionError raised in the test function, not one from a bare assert
     deeper down (a bug in the package must stay a failure)."""
-    from edgemodels.plugin import _assertion_in
+    from edgemodels.bench.plugin import _assertion_in
 
     def _broken_helper():
         assert False, "a bug deep in the package"
@@ -103,7 +105,7 @@ def test_only_the_tests_own_assertion_is_the_expected_outcome():
 def test_malformed_records_are_refused_naming_the_fix(kwargs, needle):
     with pytest.raises(ExpectedError, match=needle):
         Expected(**kwargs)
-    with pytest.raises(ExpectedError, match="return edgemodels.expected.Expected records"):
+    with pytest.raises(ExpectedError, match="return edgemodels.study.expected.Expected records"):
         expected.check_added([{"kind": "loss"}])
 
 
@@ -206,17 +208,17 @@ def test_a_hook_record_that_is_not_an_expected_is_a_usage_error(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "return edgemodels.expected.Expected records" in out.stderr and "Traceback" not in out.stderr
+    assert "return edgemodels.study.expected.Expected records" in out.stderr and "Traceback" not in out.stderr
 
 
 _HOOK = '''"""A user's expected outcomes, added through the hook, on real smoke-scale measurements."""
 from types import MappingProxyType
 
-from edgemodels import suite
-from edgemodels.expected import Expected
+from edgemodels.study import matrix as suite
+from edgemodels.study.expected import Expected
 
-suite.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points: the assertion fails
-    {**suite.MODE_DROP_TOLERANCE_PTS, "drq": -100.0})
+criteria.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points: the assertion fails
+    {**criteria.MODE_DROP_TOLERANCE_PTS, "drq": -100.0})
 
 
 def pytest_edgemodels_add_expected_outcomes():
@@ -231,7 +233,7 @@ def pytest_edgemodels_add_expected_outcomes():
 '''
 
 
-_SPEED_HOOK = '''from edgemodels.expected import Expected
+_SPEED_HOOK = '''from edgemodels.study.expected import Expected
 
 
 def pytest_edgemodels_add_expected_outcomes():  # non-strict speed records: one floor out of reach, one within

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from conftest import device_venv, run_cli_subprocess, write_tiny_csv
-from edgemodels import export
-from edgemodels.export import Export, ExportError, ExportRequest
+from edgemodels.build import export
+from edgemodels.build.export import Export, ExportError, ExportRequest
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_SIDE_ONLY = ("tensorflow", "transformers", "tokenizers", "tf_keras")
@@ -48,7 +48,7 @@ def csv_data(tmp_path_factory) -> str:
 
 def _export(device: str, out: Path, data: str, cache: Path) -> Export:
     pytest.importorskip("tensorflow")
-    from edgemodels.cache import ArtifactCache
+    from edgemodels.store.cache import ArtifactCache
 
     return export.export(ExportRequest(device=device, scale="smoke", data=data), out, ArtifactCache(cache))
 
@@ -94,10 +94,10 @@ def test_export_holds_artifacts_feeds_references_and_digests(exported, csv_data)
 
 def test_exported_feeds_are_the_tokenizers_ids_and_the_reference_is_x86(exported, csv_data, export_cache):
     """The device needs no tokenizer: the ids must be exactly what the workstation's tokenizer gives."""
-    from edgemodels import evaluate, runtime
-    from edgemodels.cache import ArtifactCache
-    from edgemodels.pipeline import BuildRequest, build
-    from edgemodels.suite import get_scale
+    from edgemodels.run import evaluate, runtime
+    from edgemodels.store.cache import ArtifactCache
+    from edgemodels.build.pipeline import BuildRequest, build
+    from edgemodels.study.matrix import get_scale
 
     scale = get_scale("smoke")
     ds = evaluate.evaluation_set(csv_data, scale.eval_examples)  # what the bench's accuracy suite scores

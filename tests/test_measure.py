@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edgemodels import devices, measure
+from edgemodels import devices
+from edgemodels.run import stats as measure
 from edgemodels.devices import Placement
-from edgemodels.measure import LatencyStats, MemoryResult, Projection
+from edgemodels.run.stats import LatencyStats, Projection
 
 MiB = 2**20
 HAVE_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
@@ -198,101 +199,79 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def _run(path: Path, budget: int, **kw) -> MemoryResult:
+def _run(path: Path, limit: int | None = None, **kw):
+    """One memory run of the worker here (edgemodels.run.targets.LocalTarget): load, 3 dummy inferences."""
+    from edgemodels.run.targets import LocalTarget
+
     kw.setdefault("runtime", None)
     kw.setdefault("threads", 1)
     kw.setdefault("seq_len", 16)
-    return measure.peak_rss_of_run(path, budget_bytes=budget, timeout_s=kw.pop("timeout_s", 120), **kw)
+    return LocalTarget().run(path, memory_runs=kw.pop("runs", 3), memory_limit_bytes=limit,
+                             timeout_s=kw.pop("timeout_s", 120), **kw)
 
 
 @pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
-def test_tiny_model_fits_a_big_budget(tiny_models):
+def test_tiny_model_peak_rss_is_the_workers_own(tiny_models):
     from importlib import metadata
 
-    res = _run(tiny_models["dynamic"], 4096 * MiB)
-    assert res.error is None, res.error
-    assert res.fits and res.returncode == 0
-    assert (res.runtime, res.runtime_version) == ("ai-edge-litert", metadata.version("ai-edge-litert"))
+    res = _run(tiny_models["dynamic"])
+    assert res.loads and res.error is None, res.error
+    assert (res.identity.runtime, res.identity.runtime_version) == ("ai-edge-litert", metadata.version("ai-edge-litert"))
     # A Python interpreter with numpy and a runtime loaded: more than 10 MB ...
     assert 10 * MiB < res.peak_rss_bytes
-    # ... but not TensorFlow (~500 MB): the child must not import it, and the tiny_models fixture has
-    # TensorFlow loaded in THIS process, whose RSS must not leak into the child's figure (ru_maxrss
-    # carries it over fork+exec on Linux).
+    # ... but not TensorFlow (~500 MB): the worker must not import it, and the tiny_models fixture has TensorFlow
+    # loaded in THIS process, whose RSS must not leak into the worker's figure (ru_maxrss carries it over exec).
     assert "tensorflow" in sys.modules
     assert res.peak_rss_bytes < 300 * MiB
 
 
 @pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
-def test_over_budget_without_reaching_kill_threshold_does_not_fit(tiny_models):
-    first = _run(tiny_models["dynamic"], 4096 * MiB)
-    budget = int(first.peak_rss_bytes * 0.8)  # kill threshold 1.2x the peak: it runs to the end
-    res = _run(tiny_models["dynamic"], budget)
-    assert res.returncode == 0 and res.error is None
-    assert res.peak_rss_bytes > budget
-    assert not res.fits
+def test_a_limit_above_the_peak_lets_it_run_to_the_end(tiny_models):
+    first = _run(tiny_models["dynamic"])
+    res = _run(tiny_models["dynamic"], int(first.peak_rss_bytes * 1.3))
+    assert res.loads and res.error is None and res.killed_at_bytes is None
+    assert res.peak_rss_bytes > 0.7 * first.peak_rss_bytes
 
 
-def test_tiny_budget_is_enforced_by_killing_the_child(tiny_models):
+def test_a_tiny_limit_is_enforced_by_stopping_the_worker(tiny_models):
     res = _run(tiny_models["dynamic"], 1 * MiB)
-    assert not res.fits
-    assert res.error is not None and res.error.startswith("exceeded budget; killed at")
-    assert res.returncode != 0
-    assert res.peak_rss_bytes > 1.5 * MiB
+    assert res.killed_at_bytes is not None and res.killed_at_bytes > 1 * MiB
+    assert res.error is not None and res.error.startswith("exceeded the memory limit: stopped at")
+    assert res.peak_rss_bytes >= res.killed_at_bytes
 
 
-def test_non_tflite_file_reports_the_child_error(tmp_path):
+def test_non_tflite_file_is_a_refusal_naming_the_file(tmp_path):
     bogus = tmp_path / "notes.tflite"
     bogus.write_text("this is not a flatbuffer\n" * 4)
-    res = _run(bogus, 4096 * MiB)
-    assert not res.fits
-    assert res.returncode == 1
-    assert res.error is not None
-    assert str(bogus) in res.error and "TFLite" in res.error
+    res = _run(bogus)
+    assert not res.loads
+    assert res.error is not None and str(bogus) in res.error and "TFLite" in res.error
 
 
-def test_missing_runtime_reports_how_to_install(tiny_models):
+def test_missing_runtime_says_how_to_install(tiny_models):
+    from edgemodels.run.targets import TargetError
+
     if importlib.util.find_spec("tflite_runtime") is not None:
         pytest.skip("tflite-runtime is installed here")
-    res = _run(tiny_models["dynamic"], 4096 * MiB, runtime="tflite-runtime")
-    assert not res.fits and res.returncode == 1
-    assert "tflite-runtime" in res.error and "pip install" in res.error
+    with pytest.raises(TargetError, match="tflite-runtime.*pip install"):
+        _run(tiny_models["dynamic"], runtime="tflite-runtime")
 
 
-def test_timeout_kills_the_child(tiny_models):
-    res = _run(tiny_models["dynamic"], 4096 * MiB, timeout_s=0.01)
-    assert not res.fits
-    assert res.error is not None and res.error.startswith("timed out")
+def test_timeout_stops_the_worker(tiny_models):
+    from edgemodels.run.targets import TargetError
+
+    with pytest.raises(TargetError, match="ran past"):
+        _run(tiny_models["dynamic"], timeout_s=0.01)
 
 
-@pytest.mark.parametrize("bad", [{"budget": 0}, {"threads": 0}, {"runs": 0}])
-def test_peak_rss_rejects_bad_arguments(tiny_models, bad):
-    budget = bad.pop("budget", 4096 * MiB)
+def test_bad_thread_count_is_refused(tiny_models):
     with pytest.raises(ValueError):
-        _run(tiny_models["dynamic"], budget, **bad)
+        _run(tiny_models["dynamic"], threads=0)
 
 
 @pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
-@pytest.mark.parametrize("kind,expected_len", [("dynamic", 16), ("fixed", 8)])
-def test_child_uses_seq_len_or_the_models_fixed_length(tiny_models, kind, expected_len):
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgemodels.measure", "--child", str(tiny_models[kind]), "--seq-len", "16",
-         "--runs", "2", "--threads", "1"],
-        capture_output=True, text=True, timeout=120, env=measure._child_env(),
-    )
-    assert proc.returncode == 0, proc.stderr
-    line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
-    report = json.loads(line)
-    assert report["seq_len"] == expected_len
-    assert report["runs"] == 2
-    assert report["peak_rss_bytes"] > 0
-
-
-def test_module_without_child_flag_prints_usage():
-    proc = subprocess.run([sys.executable, "-m", "edgemodels.measure"], capture_output=True, text=True,
-                          timeout=60, env=measure._child_env())
-    assert proc.returncode == 2 and "usage" in proc.stderr
-
-
-def test_memory_result_mib():
-    res = MemoryResult(3 * MiB, 10 * MiB, True, 0, None, "ai-edge-litert", "2.3.0")
-    assert math.isclose(res.peak_rss_mib, 3.0)
+@pytest.mark.parametrize("kind,expected", [("dynamic", None), ("fixed", 8)])
+def test_worker_reports_the_models_inputs(tiny_models, kind, expected):
+    res = _run(tiny_models[kind])
+    assert res.fixed_length == expected
+    assert set(res.inputs) == {"input_ids", "attention_mask"}

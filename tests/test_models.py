@@ -1,4 +1,4 @@
-"""edgemodels.models: the registry, where weights come from (and why), classifiers and tokenizers."""
+"""edgemodels.build.models: the registry, where weights come from (and why), classifiers and tokenizers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgemodels import LABELS, models
-from edgemodels.models import WeightsError
+from edgemodels import LABELS
+from edgemodels.build import models
+from edgemodels.build.models import WeightsError
 
 
 @pytest.fixture

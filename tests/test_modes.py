@@ -1,10 +1,13 @@
-"""edgemodels.modes: one immutable record per quantization mode, and the views the rest of the suite reads."""
+"""edgemodels.build.modes: one immutable record per quantization mode, and the views the rest of the suite reads."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgemodels import claims, convert, expected, modes, suite
+from edgemodels.study import criteria
+from edgemodels.report import claims
+from edgemodels.build import convert, modes
+from edgemodels.study import expected, matrix as suite
 from edgemodels.errors import EdgeModelsError
 
 
@@ -29,9 +32,9 @@ def test_unknown_mode_is_a_user_error_naming_the_valid_ones():
 
 def test_suite_views_follow_the_registry():
     for name, m in modes.MODES.items():
-        assert suite.MODE_DROP_TOLERANCE_PTS[name] == m.drop_tolerance_pts
-        assert suite.MODE_MIN_COMPRESSION[name] == m.min_compression
-        assert suite.ARM_DIFF_TOLERANCE[name] == m.arm_diff_tolerance
+        assert criteria.MODE_DROP_TOLERANCE_PTS[name] == m.drop_tolerance_pts
+        assert criteria.MODE_MIN_COMPRESSION[name] == m.min_compression
+        assert criteria.ARM_DIFF_TOLERANCE[name] == m.arm_diff_tolerance
         assert convert.MODES[name] == m.description
     assert suite.ALL_MODES == tuple(modes.MODES)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
-from edgemodels import report
-from edgemodels.report import Claim, Report, claims_table, pareto_front, verdict
+from edgemodels.report import claims as report_claims
+from edgemodels.report import pareto as report
+from edgemodels.report import plots, tables
+from edgemodels.report.pareto import pareto_front
+from edgemodels.report.rows import Claim, Report
+from edgemodels.report.tables import claims_table, verdict
 
 
 def test_pareto_front_small_example():
@@ -37,7 +41,7 @@ def test_pareto_rows_table_and_json():
     assert not rows[("bert-large", "fp32")].accuracy_front  # no accuracy: not in that front
     assert rows[("minilm-l6", "pruned-w4")].speed_front and not rows[("minilm-l6", "w8")].speed_front
     assert abs(rows[("minilm-l6", "pruned-w4")].ratio_vs_large - 159.37) < 0.01
-    text = report.pareto_table(rep.rows())
+    text = tables.pareto_table(rep.rows())
     assert "8,362,305 bytes" in text and "78.3% *" in text and "159.4" in text
     doc = rep.to_json()["pareto"]
     assert doc["budget_bytes"] == 8_362_305 and doc["large_fp32_bytes"] == 1_337_968_828
@@ -49,9 +53,9 @@ def test_pareto_without_bert_large_draws_no_line(tmp_path):
     rep = Report("desktop", {})
     r = rep.row("tiny-bert", "drq", "64")
     r.size_bytes, r.accuracy = 1_000_000, 0.7
-    assert "no 160x line" in report.pareto_table(rep.rows())
+    assert "no 160x line" in tables.pareto_table(rep.rows())
     assert rep.to_json()["pareto"]["budget_bytes"] is None
-    report.write_pareto_png(rep.rows(), tmp_path / "p.png", "desktop")
+    plots.write_pareto_png(rep.rows(), tmp_path / "p.png", "desktop")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -69,13 +73,13 @@ def test_old_reports_without_caveat_still_load(tmp_path):
     doc = {"device": "pi4", "created": "2026-11-25T00:00:00", "claims": [
         {"claim": "c", "paper": "p", "ours": "o", "definition": "d", "holds": True}]}
     (tmp_path / "report.json").write_text(json.dumps(doc))
-    _, _, claims = report.load_claims(tmp_path)
+    _, _, claims = report_claims.load_claims(tmp_path)
     assert claims[0].caveat is None and claims[0].holds is True
 
 
 def test_speed_front_is_per_method():
     """A projected figure (another machine's speed x a factor) must not push a measured one off the front."""
-    rep = report.Report("pi4", {})
+    rep = Report("pi4", {})
     for mode, size, ips, method in (("drq", 2_000_000, 50.0, "measured"), ("fp32", 8_000_000, 10.0, "measured"),
                                     ("w4", 1_000_000, 90.0, "projected")):
         r = rep.row("m", mode, "128")

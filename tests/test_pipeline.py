@@ -1,4 +1,4 @@
-"""edgemodels.pipeline (+ the evaluate and train stages it drives) on tiny-bert and a 60-row CSV."""
+"""edgemodels.build.pipeline (+ the evaluate and train stages it drives) on tiny-bert and a 60-row CSV."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 
 from conftest import TINY_SEQ, write_tiny_csv
 from edgemodels.errors import EdgeModelsError
-from edgemodels import cache, data, evaluate, models, pipeline, train
-from edgemodels.pipeline import BuildRequest
+from edgemodels.store import cache
+from edgemodels.build import data, models, pipeline, train
+from edgemodels.run import evaluate
+from edgemodels.build.pipeline import BuildRequest
 
 # ---------------------------------------------------------------- pipeline.build
 

@@ -82,14 +82,16 @@ _STRICTER = '''"""Stricter bars for the fail-path run: real measurements, held t
 import dataclasses
 from types import MappingProxyType
 
-from edgemodels import devices, suite
-from edgemodels.expected import Expected
+from edgemodels.study import criteria
+from edgemodels import devices
+from edgemodels.study import matrix as suite
+from edgemodels.study.expected import Expected
 
 _desktop = devices._PROFILES["desktop"]
 devices._PROFILES["desktop"] = dataclasses.replace(  # 1e9 inferences/s in 12 MiB (tiny-bert: ~41 MiB)
     _desktop, target_inferences_per_s=1e9, ram_bytes=16 << 20)
-suite.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points
-    {**suite.MODE_DROP_TOLERANCE_PTS, "drq": -100.0})
+criteria.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points
+    {**criteria.MODE_DROP_TOLERANCE_PTS, "drq": -100.0})
 
 
 def pytest_edgemodels_add_expected_outcomes():  # this runtime is said to refuse drq; it loads it
@@ -174,8 +176,11 @@ def test_expected_conversion_failure_xfails_without_reconverting(monkeypatch):
     """Why: MPNet at dynamic length cannot become TFLite builtins; each test paying a failed conversion is minutes."""
     import types
 
-    from edgemodels import pipeline, plugin, report, suite
-    from edgemodels.convert import ConversionError
+    from edgemodels.build import pipeline
+    from edgemodels.bench import plugin
+    from edgemodels.report import rows as report
+    from edgemodels.study import matrix as suite
+    from edgemodels.build.convert import ConversionError
 
     s = object.__new__(plugin.BenchSession)
     s._artifacts, s._conversion_failures = {}, {}
@@ -208,7 +213,11 @@ def _session(tmp_path, device: str = "desktop", scale: str = "smoke"):
     """A BenchSession without pytest's config: real cache, report and placement; no artifacts built."""
     import types
 
-    from edgemodels import cache, devices, plugin, report, suite
+    from edgemodels import devices
+    from edgemodels.store import cache
+    from edgemodels.bench import plugin
+    from edgemodels.report import rows as report
+    from edgemodels.study import matrix as suite
 
     s = object.__new__(plugin.BenchSession)
     s.config = types.SimpleNamespace(getoption=lambda name: None)
@@ -232,7 +241,9 @@ def test_memoised_accuracy_is_not_served_to_other_code(tmp_path, monkeypatch):
     """Why: with a warm cache, evaluate() mutated to predict one label still reported the old accuracy."""
     import types
 
-    from edgemodels import evaluate, plugin, suite
+    from edgemodels.run import evaluate
+    from edgemodels.bench import plugin
+    from edgemodels.study import matrix as suite
 
     s = _session(tmp_path)
     s.artifact = lambda case: _fake_artifact(tmp_path)
@@ -269,7 +280,9 @@ def test_arm_outputs_are_compared_with_the_same_files_x86_outputs(tmp_path, monk
 
     import numpy as np
 
-    from edgemodels import emulation, plugin, suite
+    from edgemodels.run import qemu as emulation
+    from edgemodels.bench import plugin
+    from edgemodels.study import matrix as suite
 
     s = _session(tmp_path, device="pi4")
     s.artifact = lambda case: _fake_artifact(tmp_path)
@@ -304,7 +317,7 @@ def test_arm_outputs_are_compared_with_the_same_files_x86_outputs(tmp_path, monk
     desktop.artifact, desktop.feeds, desktop._host_outputs = s.artifact, s.feeds, s._host_outputs
     desktop.__dict__["eval_set"] = s.eval_set
     monkeypatch.setattr(plugin.BenchSession, "_host_outputs", lambda self, case, feeds: x86[case.quant])
-    import edgemodels.runtime as rt_mod
+    import edgemodels.run.runtime as rt_mod
 
     monkeypatch.setattr(rt_mod, "load", lambda *a, **kw: types.SimpleNamespace(
         run=lambda f: x86["drq"][:1], runtime_name="ai-edge-litert", runtime_version="2.3.0"))
@@ -312,7 +325,7 @@ def test_arm_outputs_are_compared_with_the_same_files_x86_outputs(tmp_path, monk
 
 
 def test_speed_claim_fails_below_the_device_target(tmp_path):
-    from edgemodels import claims
+    from edgemodels.report import claims
 
     s = _session(tmp_path, device="pi3")
     fp32 = s.report.row("minilm-l6", "fp32")
@@ -329,7 +342,8 @@ def test_speed_claim_fails_below_the_device_target(tmp_path):
 def test_record_throughput_projects_with_the_profile_factor(tmp_path, device, factor):
     import types
 
-    from edgemodels import measure, suite
+    from edgemodels.run import stats as measure
+    from edgemodels.study import matrix as suite
 
     s = _session(tmp_path, device=device)
     s._last_runtime = types.SimpleNamespace(name="ai-edge-litert", version="2.3.0")
@@ -363,7 +377,8 @@ def test_a_model_larger_than_the_budget_is_never_loaded_on_the_device(tmp_path, 
     does-not-fit (expected for a large model on a Pi 3: xfail; a compact one not fitting fails) and never loaded."""
     import types
 
-    from edgemodels import measure, runtime, suite
+    from edgemodels.run import stats as measure, runtime
+    from edgemodels.study import matrix as suite
 
     s = _on_a_pi3(tmp_path)
     big = types.SimpleNamespace(**vars(_fake_artifact(tmp_path)))
@@ -391,7 +406,8 @@ def test_compat_on_the_device_without_an_export_compares_with_nothing(tmp_path, 
 
     import numpy as np
 
-    from edgemodels import runtime, suite
+    from edgemodels.run import runtime
+    from edgemodels.study import matrix as suite
 
     s = _on_a_pi3(tmp_path)
     s.artifact = lambda c: _fake_artifact(tmp_path)
@@ -430,7 +446,8 @@ def test_edge_cache_naming_a_file_is_a_usage_error(tmp_path):
 def test_an_invoke_failure_is_the_refusal_only_where_one_is_expected(tmp_path, monkeypatch):
     """tflite-runtime 2.14 loads w4 and fails at the first invoke with a plain RuntimeError: for a case the
     registry expects it to refuse that is the refusal (xfail quoting it); for any other case it stays an error."""
-    from edgemodels import plugin, suite
+    from edgemodels.bench import plugin
+    from edgemodels.study import matrix as suite
 
     s = _session(tmp_path, device="pi3")
     monkeypatch.setattr(plugin, "_installed_version", lambda rt: "2.14.0")  # the Pi 3's runtime, not installed here
@@ -444,7 +461,7 @@ def test_an_invoke_failure_is_the_refusal_only_where_one_is_expected(tmp_path, m
 def test_crashing_refusals_are_known_as_such():
     """MobileBERT int8's Pi 3 refusal is a SIGSEGV: the bench runs it in a child first (BenchSession.crash_guard).
     The record's `crash` flag says so (it was guessed from "SIGSEGV"/"crash" in the reason's text)."""
-    from edgemodels import expected
+    from edgemodels.study import expected
 
     assert expected.refusal("tflite-runtime", "2.14.0", "int8", "mobilebert").crash
     assert not expected.refusal("tflite-runtime", "2.14.0", "drq", "mobilebert").crash
@@ -456,7 +473,7 @@ def test_modes_help_lists_every_registered_mode():
     'drq' is inside 'drq-compat' and 'pruned-drq')."""
     import re
 
-    from edgemodels import modes
+    from edgemodels.build import modes
 
     out = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=300,

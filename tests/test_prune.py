@@ -1,4 +1,4 @@
-"""edgemodels.prune: the vocabulary pruned to the training split's pieces, embedding rows and tokenizer together."""
+"""edgemodels.build.prune: the vocabulary pruned to the training split's pieces, embedding rows and tokenizer together."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEQ
-from edgemodels import convert, models, prune, runtime
+from edgemodels.build import convert, models, prune
+from edgemodels.run import runtime
 
 
 def _wordpiece(tokens: list[str]) -> dict:

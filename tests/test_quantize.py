@@ -1,4 +1,4 @@
-"""edgemodels.quantize: weight-only int4/int8 with ai-edge-quantizer, the embedding table included (tiny-bert).
+"""edgemodels.build.quantize: weight-only int4/int8 with ai-edge-quantizer, the embedding table included (tiny-bert).
 
 tiny-bert's weights are mostly its 30,522 x 32 word-embedding table, so a recipe that left the embeddings in fp32
 (ai-edge-quantizer's defaults do) would barely shrink it: the size checks below fail in that case.
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEQ
-from edgemodels import convert, modes, quantize, runtime
+from edgemodels.build import convert, modes, quantize
+from edgemodels.run import runtime
 
 pytest.importorskip("ai_edge_quantizer")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edgemodels import cli, devices, suite
+from edgemodels import cli, devices
+from edgemodels.study import matrix as suite
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = (REPO / "README.md", REPO / "docs" / "results.md")

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 
 from conftest import device_venv, missing
-from edgemodels import targets
+from edgemodels.run import ssh, targets
 from edgemodels.errors import EdgeModelsError
-from edgemodels.targets import Identity, RemoteError, RemoteSpec, SshTarget
+from edgemodels.run.ssh import RemoteSpec, SshTarget
+from edgemodels.run.targets import Identity, RemoteError
 
 REPO = Path(__file__).resolve().parents[1]
 SSHD = Path("/usr/sbin/sshd")
@@ -202,16 +203,16 @@ def _ident(board, arch="aarch64", emulated=False) -> Identity:
 
 def test_board_must_match_the_device_profile():
     pi4 = _ident("Raspberry Pi 4 Model B Rev 1.1")
-    targets.check_device(pi4, "pi4")
-    targets.check_device(pi4, "native")
+    ssh.check_device(pi4, "pi4")
+    ssh.check_device(pi4, "native")
     with pytest.raises(RemoteError) as exc:
-        targets.check_device(pi4, "pi3")
+        ssh.check_device(pi4, "pi3")
     assert "Raspberry Pi 4 Model B Rev 1.1" in str(exc.value) and "Raspberry Pi 3" in str(exc.value)
     with pytest.raises(RemoteError, match="not a Raspberry Pi"):
-        targets.check_device(_ident(None, "x86_64"), "pi4")
-    targets.check_device(_ident(None, "aarch64", emulated=True), "pi4")  # the emulated pi4 user-land
+        ssh.check_device(_ident(None, "x86_64"), "pi4")
+    ssh.check_device(_ident(None, "aarch64", emulated=True), "pi4")  # the emulated pi4 user-land
     with pytest.raises(RemoteError):
-        targets.check_device(_ident(None, "aarch64", emulated=True), "pi3")  # armv7l expected
+        ssh.check_device(_ident(None, "aarch64", emulated=True), "pi3")  # armv7l expected
 
 
 def test_labels_come_from_the_target():
@@ -221,7 +222,7 @@ def test_labels_come_from_the_target():
 
 
 def test_device_side_modules_never_import_tensorflow():
-    code = ("import sys, edgemodels.runtime, edgemodels.arm_worker, edgemodels.targets, edgemodels.measure, "
+    code = ("import sys, edgemodels.run.runtime, edgemodels.run.worker, edgemodels.run.targets, edgemodels.run.stats, "
             "edgemodels.errors; bad = [m for m in ('tensorflow', 'transformers', 'tokenizers', 'tf_keras') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
@@ -243,7 +244,7 @@ def test_feeds_file_is_byte_identical_for_the_same_feeds(tmp_path):
 
 
 def test_local_target_answers_outputs_latency_rss_identity(tiny_tflite):
-    from edgemodels import runtime
+    from edgemodels.run import runtime
 
     t = targets.LocalTarget()
     res = t.run(tiny_tflite, threads=1, feeds=_feeds(), timing=targets.Timing(rounds=7, warmup=1))
@@ -324,7 +325,7 @@ def test_remote_outputs_match_the_host(remote, tiny_tflite):
 
 def test_uploads_are_content_addressed_skipped_and_verified(remote, tiny_tflite):
     remote.run(tiny_tflite, threads=1)
-    blob = Path(remote.base_dir()) / "blobs" / f"{targets.sha256_file(tiny_tflite)}.tflite"
+    blob = Path(remote.base_dir()) / "blobs" / f"{ssh.sha256_file(tiny_tflite)}.tflite"
     first = blob.stat()
     remote.run(tiny_tflite, threads=1)
     assert blob.stat().st_ino == first.st_ino and blob.stat().st_mtime_ns == first.st_mtime_ns  # skipped
@@ -333,7 +334,7 @@ def test_uploads_are_content_addressed_skipped_and_verified(remote, tiny_tflite)
     (blob.parent / (blob.name + ".dead.part")).write_bytes(b"partial")
     res = remote.run(tiny_tflite, threads=1, feeds=_feeds([4]))
     assert res.loads and res.outputs is not None
-    assert targets.sha256_file(blob) == targets.sha256_file(tiny_tflite)
+    assert ssh.sha256_file(blob) == ssh.sha256_file(tiny_tflite)
     assert not list((Path(remote.base_dir()) / "runs").iterdir())  # each run removes its own directory
 
 
@@ -422,7 +423,7 @@ def test_disk_full_fails_cleanly_and_leaves_no_partial_file(device_python, tiny_
 def test_dropped_connection_fails_cleanly_and_a_rerun_works(sshd, device_python, tiny_tflite, tmp_path):
     # The worker's python kills the sshd process serving this connection: the link drops mid-run.
     killer = _script(tmp_path / "python-that-drops", f"""
-case "$*" in *edgemodels.arm_worker*)
+case "$*" in *edgemodels.run.worker*)
   p=$$
   while [ "$p" -gt 1 ]; do
     p=$(awk '{{print $4}}' /proc/$p/stat)
@@ -447,9 +448,9 @@ def test_a_simulated_pi_is_checked_against_the_device(sshd, device_python, tmp_p
     ident = SshTarget(sshd.spec(fake_pi)).identity()
     assert ident.board == "Raspberry Pi 4 Model B Rev 1.4"
     assert ident.label == f"measured on Raspberry Pi 4 Model B Rev 1.4 via ssh {getpass.getuser()}@127.0.0.1:{sshd.port}"
-    targets.check_device(ident, "pi4")
+    ssh.check_device(ident, "pi4")
     with pytest.raises(RemoteError, match="Raspberry Pi 4 Model B Rev 1.4 .*not a Raspberry Pi 3"):
-        targets.check_device(ident, "pi3")
+        ssh.check_device(ident, "pi3")
 
 
 # ------------------------------------------------------------- an emulated ARM user-land as the remote
@@ -457,12 +458,15 @@ def test_a_simulated_pi_is_checked_against_the_device(sshd, device_python, tmp_p
 
 def _built_rootfs(device: str) -> tuple[object, Path] | None:
     """An emulated user-land already in a cache (the tests never build one here: that takes minutes)."""
-    from edgemodels import cache, emulation
+    from edgemodels.store import cache
+    from edgemodels.run import qemu as emulation
 
-    target = emulation.TARGETS[device]
+    from edgemodels import devices
+    target = devices.get(device)
     roots = {Path(os.environ.get("EDGEMODELS_TEST_ARM_CACHE", REPO / ".edge-cache")), cache.default_root()}
     for root in roots:
-        d = emulation.rootfs_dir(target, root)
+        from edgemodels.run import rootfs as rfs
+        d = rfs.rootfs_dir(target, root)
         if (d / emulation.MARKER).is_file():
             return target, d
     return None
@@ -470,7 +474,7 @@ def _built_rootfs(device: str) -> tuple[object, Path] | None:
 
 @pytest.mark.parametrize("device", ["pi4", "pi3"])
 def test_an_emulated_user_land_as_the_remote_says_emulated(sshd, tiny_tflite, tmp_path, device):
-    from edgemodels import emulation
+    from edgemodels.run import qemu as emulation
 
     found = _built_rootfs(device)
     if found is None:
@@ -531,7 +535,7 @@ def test_bench_over_ssh_rows_are_measured_on_the_remote(sshd, device_python, tmp
 
 @pytest.mark.slow
 def test_bench_over_ssh_on_an_emulated_user_land_carries_no_timing(sshd, tmp_path, bench_cache):
-    from edgemodels import emulation
+    from edgemodels.run import qemu as emulation
 
     found = _built_rootfs("pi4")
     if found is None:

@@ -8,24 +8,14 @@ import re
 
 import pytest
 
-from edgemodels.report import (
-    BaselineMissing,
-    Claim,
-    Regression,
-    Report,
-    Row,
-    Thresholds,
-    baseline_path,
-    claims_table,
-    compare_baseline,
-    format_regressions,
-    machine_id,
-    load_claims,
-    machine_info,
-    merged_claims_table,
-    save_baseline,
-    write_png,
-)
+from edgemodels.report.claims import load_claims
+from edgemodels.report.gate import (BaselineMissing, Regression, baseline_path, compare_baseline, format_regressions,
+                                    save_baseline)
+from edgemodels.report.machine import machine_id, machine_info
+from edgemodels.report.plots import write_png
+from edgemodels.report.rows import Claim, Report, Row
+from edgemodels.report.tables import claims_table, merged_claims_table, rows_table
+from edgemodels.study.criteria import Thresholds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MID = "x86_64-2c-24g-deadbeef"
@@ -47,7 +37,7 @@ def _report(device: str = "pi4") -> Report:
 
 
 def test_table_labels_and_formatting():
-    text = _report().table()
+    text = rows_table(_report().rows())
     assert "12.5 (measured)" in text
     assert "0.420 (projected)" in text
     assert "23.46" in text and "12.3x" in text and "81.2%" in text
@@ -58,14 +48,14 @@ def test_table_labels_and_formatting():
 def test_table_omits_empty_columns():
     rep = Report("desktop", {})
     rep.row("m", "drq").accuracy = 0.5
-    header = [c.strip() for c in rep.table().splitlines()[0].split("|")]
+    header = [c.strip() for c in rows_table(rep.rows()).splitlines()[0].split("|")]
     assert "acc" in header
     for absent in ("size MB", "inf/s", "on device", "peak MB", "runtime", "fits", "notes"):
         assert absent not in header, absent
     rep.row("m", "drq").arm_loads = True
     rep.row("m", "drq").arm_max_abs_diff = 1.5e-5
     rep.row("m", "drq").arm_method = "emulated ARM (qemu, cortex-a72)"
-    text = rep.table()
+    text = rows_table(rep.rows())
     assert "on device" in text.splitlines()[0] and "max abs diff 1.5e-05" in text
     assert "emulated ARM (qemu, cortex-a72)" in text
 
@@ -74,7 +64,7 @@ def test_table_arm_failure_and_not_pretrained_flag():
     rep = Report("pi3", {})
     r = rep.row("bert-large", "fp32")
     r.arm_loads, r.arm_error, r.pretrained = False, "Illegal instruction\nRegistration failed.\n", False
-    text = rep.table()
+    text = rows_table(rep.rows())
     assert "FAILS: Illegal instruction Registration failed." in text
     assert len(text.splitlines()[2].split("|")) == len(text.splitlines()[0].split("|"))
     assert "bert-large†" in text and "not initialised from pretrained" in text
@@ -96,7 +86,7 @@ def test_rows_sorted_and_get_or_create():
 def test_unlabeled_speed_figure_raises(field, tmp_path):
     rep = Report("pi3", {})
     setattr(rep.row("m", "drq"), field, 3.0)
-    for call in (rep.table, rep.to_json, lambda: rep.write(tmp_path),
+    for call in (lambda: rows_table(rep.rows()), rep.to_json, lambda: rep.write(tmp_path),
                  lambda: save_baseline(rep, tmp_path, MID)):
         with pytest.raises(ValueError, match="speed figure without measured/projected label"):
             call()
@@ -108,7 +98,7 @@ def test_bad_method_raises():
     r = rep.row("m", "drq")
     r.inferences_per_s, r.method = 3.0, "estimated"
     with pytest.raises(ValueError, match="measured"):
-        rep.table()
+        rows_table(rep.rows())
 
 
 def test_claims_table():
@@ -148,7 +138,7 @@ def _full_report() -> Report:
 
 def test_table_fits_120_columns_and_keeps_the_detail_below_it():
     """Why: lines reached 738 characters; wide detail goes to numbered notes (and report.json)."""
-    text = _full_report().table()
+    text = rows_table(_full_report().rows())
     assert max(len(line) for line in text.splitlines()) <= 120, text
     flat = " ".join(text.split())
     assert "FAILS: " + " ".join(_ERROR.split()) in flat  # the refusal, whole, on its own numbered line
@@ -162,7 +152,7 @@ def test_table_fits_120_columns_and_keeps_the_detail_below_it():
 def test_source_models_show_their_slug_in_the_tables_and_their_full_spec_in_json():
     """A dir:/tflite: model's full path took the model column; the tables show sources.slug_for's short name (the
     full spec in a footnote), report.json keeps the spec, and two sources sharing a slug keep their full specs."""
-    from edgemodels.report import pareto_table
+    from edgemodels.report.tables import pareto_table
 
     deep = "/home/someone/experiments/2026-12/checkpoints/after-distillation"
     rep = Report("desktop", {})
@@ -170,7 +160,7 @@ def test_source_models_show_their_slug_in_the_tables_and_their_full_spec_in_json
                                                                       1_000_000, 0.6), ("minilm-l6", 23_000_000, 0.8)):
         r = rep.row(spec, "drq", "64")
         r.size_bytes, r.accuracy = size, acc
-    for text in (rep.table(), pareto_table(rep.rows())):
+    for text in (rows_table(rep.rows()), pareto_table(rep.rows())):
         cells = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
         assert {"dir-my-bert", "tflite-student", "minilm-l6"} <= cells, text
         assert not any(deep in c for c in cells)
@@ -183,7 +173,7 @@ def test_source_models_show_their_slug_in_the_tables_and_their_full_spec_in_json
     twins = Report("desktop", {})
     for where in ("/a", "/b"):
         twins.row(f"dir:{where}/my-bert", "fp32").accuracy = 0.5
-    text = twins.table()
+    text = rows_table(twins.rows())
     assert "dir:/a/my-bert" in text and "dir:/b/my-bert" in text and "dir-my-bert" not in text
 
 
@@ -206,7 +196,7 @@ def test_delta_vs_fp32_is_negative_for_a_loss_in_table_and_json():
     rep.row("minilm-l6", "fp32").accuracy = 0.808
     loss = rep.row("minilm-l6", "int8")
     loss.accuracy, loss.accuracy_delta_vs_fp32_pts = 0.655, -15.3
-    text = rep.table()
+    text = rows_table(rep.rows())
     header = [c.strip() for c in text.splitlines()[0].split("|")]
     assert "Δ vs fp32" in header
     cell = text.splitlines()[3].split("|")[header.index("Δ vs fp32")].strip()
@@ -386,7 +376,7 @@ def test_committed_ci_baselines_pass_ci_gate_on_their_own_figures(device):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "builtin" / "ci"
-    from edgemodels.report import _load_baseline, baseline_accuracies
+    from edgemodels.report.gate import _load_baseline, baseline_accuracies
 
     rows = list(_load_baseline(path / f"{device}.json", device).values())
     machines = {m for b in rows for m in baseline_accuracies(b)}

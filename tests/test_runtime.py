@@ -1,4 +1,4 @@
-"""edgemodels.runtime: loading, runtime fallback, file checks, name-bound inputs.
+"""edgemodels.run.runtime: loading, runtime fallback, file checks, name-bound inputs.
 
 Uses arithmetic toy models (0.2 s to convert) whose outputs are exact functions of the inputs, so a
 wrong binding of input_ids/attention_mask shows up as a wrong number, not a tolerance question.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from edgemodels import runtime
-from edgemodels.runtime import ModelLoadError, RuntimeUnavailable
+from edgemodels.run import runtime
+from edgemodels.run.runtime import ModelLoadError, RuntimeUnavailable
 
 
 def _expected(ids, mask) -> np.ndarray:
@@ -155,7 +155,7 @@ def test_truncated_file_is_modelloaderror_naming_it(toys, tmp_path, keep):
 
 _LOAD_TRUNCATED = r"""
 import json, sys
-from edgemodels import runtime
+from edgemodels.run import runtime
 out = {}
 for path in sys.argv[1:]:
     try:

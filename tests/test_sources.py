@@ -1,4 +1,4 @@
-"""edgemodels.sources: model specs (registered | dir: | hf: | tflite:), their errors, N-class builds from a
+"""edgemodels.build.sources: model specs (registered | dir: | hf: | tflite:), their errors, N-class builds from a
 user's directory, a ready .tflite evaluated as it is, cache keys, and the conftest.py hooks."""
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli_subprocess
-from edgemodels import LABELS, models, sources
-from edgemodels.sources import ModelSource, SourceError
+from edgemodels import LABELS
+from edgemodels.build import models, sources
+from edgemodels.build.sources import ModelSource, SourceError
 
 SEQ = 16
 
 
 def _minilm_tokenizer() -> Path:
-    from edgemodels.cache import ArtifactCache
+    from edgemodels.store.cache import ArtifactCache
 
     tok = models.resolve("minilm-l6", cache_root=ArtifactCache().root, offline=True).tokenizer_path
     if tok is None:
@@ -147,8 +148,9 @@ def test_identity_is_content_not_path(tmp_path, hf_dir):
 @pytest.fixture(scope="session")
 def user_build(hf_dir, tmp_path_factory):
     """dir: model fine-tuned on a 2-class CSV, drq, seq 16 (seconds: 2 layers, hidden 32)."""
-    from edgemodels import cache, pipeline
-    from edgemodels.train import TrainConfig
+    from edgemodels.store import cache
+    from edgemodels.build import pipeline
+    from edgemodels.build.train import TrainConfig
 
     root = tmp_path_factory.mktemp("user-build")
     csv = _two_class_csv(root / "spam.csv")
@@ -167,7 +169,7 @@ def test_dir_build_with_two_labels(user_build):
     assert parts["source"] == "dir" and parts["labels"] == ["ham", "spam"] and "spec" not in parts
     assert parts["weights"] == sources.resolve(req.source, cache_root=Path("/unused")).identity
     assert Path(art.manifest["trained_entry"]).name.startswith("dir-tiny-user-bert-")
-    from edgemodels import runtime
+    from edgemodels.run import runtime
 
     assert runtime.load(art.tflite).run({"input_ids": [[101] + [0] * (SEQ - 1)],
                                          "attention_mask": [[1] + [0] * (SEQ - 1)]}).shape[-1] == 2
@@ -221,7 +223,8 @@ def test_registered_keys_are_unchanged(tmp_path):
     """The trained key of a registered model on the polarity task is the dict it was before sources and
     labels existed (the committed baselines' cache entries): same fields, same digest."""
     pytest.importorskip("tensorflow")
-    from edgemodels import cache, pipeline
+    from edgemodels.store import cache
+    from edgemodels.build import pipeline
 
     store = cache.ArtifactCache(tmp_path / "c")
     req = pipeline.BuildRequest("tiny-bert", quant="fp32", data="builtin", seq=SEQ)
@@ -246,20 +249,20 @@ def test_conftest_adds_a_device_and_a_model_through_hooks(tmp_path, hf_dir):
     (tmp_path / "conftest.py").write_text(textwrap.dedent(f"""
         from edgemodels.devices import CPU, DeviceProfile
 
-        pytest_plugins = ["edgemodels.plugin"]
+        pytest_plugins = ["edgemodels.bench.plugin"]
 
         def pytest_edgemodels_add_devices():
             return [DeviceProfile(name="my-board", title="my board (4 cores, 2 GB)", cpu=CPU(4, 1.8, "Cortex-A72"),
                                   ram_bytes=2 << 30, app_memory_share=0.5, arch="aarch64", os_bits=64,
                                   runtime="ai-edge-litert", runtime_version="2.3.0", numpy_constraint="",
-                                  qemu_cpu=None, speed_factor=0.1, speed_factor_derivation="test profile")]
+                                  speed_factor=0.1, speed_factor_derivation="test profile")]
 
         def pytest_edgemodels_add_model_sources():
             return {{"my-model": "dir:{hf_dir}"}}
     """))
     (tmp_path / "test_user.py").write_text(textwrap.dedent(f"""
         def test_session(bench):
-            assert bench.profile.name == "my-board" and bench.placement.method == "projected"
+            assert bench.profile.name == "my-board" and bench.side.method == "projected"
             assert [(c.id, c.model) for c in bench.cases()] == [("dir-tiny-user-bert-drq-64", "dir:{hf_dir}")]
 
         def test_build(bench, case):
@@ -287,7 +290,7 @@ def test_added_device_profiles_are_checked_and_placed():
     board = devices.DeviceProfile(
         name="my-board", title="t", cpu=devices.CPU(4, 1.8, "A72"), ram_bytes=2 << 30, app_memory_share=0.5,
         arch="aarch64", os_bits=64, runtime="ai-edge-litert", runtime_version="2.3.0", numpy_constraint="",
-        qemu_cpu=None, speed_factor=0.1, speed_factor_derivation="test")
+        speed_factor=0.1, speed_factor_derivation="test")
     extra = devices.merge_extra([[board]])
     assert devices.get("my-board", extra) is board and devices.place("my-board", extra=extra).method == "projected"
     here = devices.merge_extra([[devices.DeviceProfile(**{**board.__dict__, "name": "here", "speed_factor": None})]])
@@ -303,7 +306,7 @@ def test_added_device_profiles_are_checked_and_placed():
 def test_predictions_are_mapped_by_class_name():
     import numpy as np
 
-    from edgemodels import evaluate
+    from edgemodels.run import evaluate
 
     pred = np.array([0, 1, 1])
     assert evaluate.to_data_ids(pred, None, ("ham", "spam"), 2, "m").tolist() == [0, 1, 1]

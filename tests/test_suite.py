@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from edgemodels import expected, suite, train
-from edgemodels.suite import ALL_MODES, PAPER_MODES, Case
+from edgemodels.study import criteria
+from edgemodels.study import expected, matrix as suite
+from edgemodels.build import train
+from edgemodels.study.matrix import ALL_MODES, PAPER_MODES, Case
 
 
 def _has(scale: str, model: str, modes, seqs) -> list[str]:
@@ -35,7 +37,7 @@ def test_every_scale_can_evaluate_each_claim(scale):
     # size ratios: BERT-Large fp32 vs MobileBERT drq and drq-compat
     assert {Case("bert-large", "fp32"), Case("mobilebert", "drq"), Case("mobilebert", "drq-compat")} <= cases
     # accuracy drop: each pair's large fp32 and compact drq
-    for large, compact in suite.PAIRS:
+    for large, compact in criteria.PAIRS:
         assert Case(large, "fp32") in cases and Case(compact, "drq") in cases
     # speed: a deployment candidate
     assert any(c.candidate for c in cases)
@@ -59,14 +61,14 @@ def test_unknown_scale_names_the_valid_ones():
 
 
 def test_ratio_definitions_from_sizes():
-    x = suite.RatioInputs(large_fp32=1_000, large_fp32_weights=900, compact_drq=10, compact_drq_weights=9,
+    x = criteria.RatioInputs(large_fp32=1_000, large_fp32_weights=900, compact_drq=10, compact_drq_weights=9,
                           compact_drq_compat=8, checkpoint=3_200)
-    got = {d.name: suite.ratio_value(d, x)[0] for d in suite.RATIOS}
+    got = {d.name: criteria.ratio_value(d, x)[0] for d in criteria.RATIOS}
     assert got == {"checkpoint": 400.0, "deployable": 100.0, "weights": 100.0}
-    no_ckpt = suite.RatioInputs(1_000, 900, 10, 9, None, None)
-    value, why = suite.ratio_value(suite.RATIOS[0], no_ckpt)
+    no_ckpt = criteria.RatioInputs(1_000, 900, 10, 9, None, None)
+    value, why = criteria.ratio_value(criteria.RATIOS[0], no_ckpt)
     assert value is None and "checkpoint" in why
-    assert [d.name for d in suite.RATIOS if d.paper_comparable] == ["checkpoint"]
+    assert [d.name for d in criteria.RATIOS if d.paper_comparable] == ["checkpoint"]
 
 
 def test_expected_refusals_by_runtime_version_and_model():
@@ -102,7 +104,7 @@ def test_every_floor_beats_the_majority_class_by_the_margin():
 
 
 def test_builtin_majority_rate_is_the_ci_sample_s():
-    from edgemodels import data
+    from edgemodels.build import data
 
     spec = data.parse_spec("builtin")
     sample = data.load(spec, spec.evaluation_split).sample(suite.get_scale("ci").eval_examples)
@@ -126,7 +128,7 @@ def test_a_majority_class_predictor_does_not_clear_the_default_floor():
     ("tiny-bert", True, False), ("tiny-bert", False, False),  # no pretrained weights exist
 ])
 def test_random_init_verdict(model, offline, fault):
-    from edgemodels import models
+    from edgemodels.build import models
 
     v = models.random_init_verdict(model, ["PyPI package x not installed"], offline=offline)
     assert v.fault is fault and model in v.reason and "PyPI package x not installed" in v.reason
@@ -136,7 +138,7 @@ def test_random_init_verdict(model, offline, fault):
 
 def test_random_init_verdict_follows_the_build_not_the_bench_machine(monkeypatch):
     """Why: an export built offline is benchmarked on a Pi where HF_HUB_OFFLINE is unset; the build's trail decides."""
-    from edgemodels import models
+    from edgemodels.build import models
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     built_offline = [f"google/mobilebert-uncased not in Hugging Face cache ({models.OFFLINE_MARK}): LocalEntryNotFoundError"]
@@ -182,12 +184,12 @@ def test_arm_tolerances_follow_the_measured_drift():
     """Why: int8 allowed 4.0 against a measured 2.7 (quantization error, not ARM drift), so drift went unseen."""
     # Every mode a bench scale builds has measured drift (issue 12's under QEMU since 2026-12-01); pruned-fp32 is only
     # the source of the pruned recipe modes.
-    assert {c.quant for sc in suite.SUITE_SCALES.values() for c in sc.cases} <= set(suite.ARM_DIFF_MEASURED)
-    for mode in suite.ARM_DIFF_MEASURED:
-        ratio = suite.ARM_DIFF_TOLERANCE[mode] / suite.ARM_DIFF_MEASURED[mode]
+    assert {c.quant for sc in suite.SUITE_SCALES.values() for c in sc.cases} <= set(criteria.ARM_DIFF_MEASURED)
+    for mode in criteria.ARM_DIFF_MEASURED:
+        ratio = criteria.ARM_DIFF_TOLERANCE[mode] / criteria.ARM_DIFF_MEASURED[mode]
         assert 2 <= ratio <= 5, (mode, ratio)
-    assert suite.arm_diff_limit("int8", 0.3) == suite.ARM_DIFF_TOLERANCE["int8"]  # small logits: floor of 1
-    assert suite.arm_diff_limit("drq", 4.0) == pytest.approx(4 * suite.ARM_DIFF_TOLERANCE["drq"])
+    assert criteria.arm_diff_limit("int8", 0.3) == criteria.ARM_DIFF_TOLERANCE["int8"]  # small logits: floor of 1
+    assert criteria.arm_diff_limit("drq", 4.0) == pytest.approx(4 * criteria.ARM_DIFF_TOLERANCE["drq"])
 
 
 def test_ci_scale_adds_issue_12_modes_for_minilm_only():
@@ -199,7 +201,7 @@ def test_ci_scale_adds_issue_12_modes_for_minilm_only():
 
 def test_request_for_a_case_caps_student_and_teacher_alike():
     """The bench and an export build a case through pipeline.request_for: the same cache entries for both."""
-    from edgemodels import pipeline
+    from edgemodels.build import pipeline
 
     paper = suite.get_scale("paper")
     req = pipeline.request_for(suite.Case("minilm-l6-kd", "pruned-w4"), paper, "builtin", max_examples=500)

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_SEQ, run_cli_subprocess
-from edgemodels import cli, plugin, quiet, suite
+from edgemodels import cli, quiet
+from edgemodels.bench import configure
+from edgemodels.options import csv_names
+from edgemodels.study import matrix as suite
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -46,18 +49,18 @@ def test_unknown_model_is_a_usage_error_listing_the_valid_ones():
 ])
 def test_filters_name_what_is_valid(scale, models, modes, needles):
     with pytest.raises(pytest.UsageError) as exc:
-        plugin.check_filters(suite.get_scale(scale), models, modes)
+        configure.check_filters(suite.get_scale(scale), models and csv_names(models), modes and csv_names(modes))
     for n in needles:
         assert n in str(exc.value), str(exc.value)
 
 
 def test_filters_accept_known_names_and_model_sources():
     ci = suite.get_scale("ci")
-    plugin.check_filters(ci, "minilm-l6, mobilebert", "drq,int8")
-    plugin.check_filters(ci, None, None)
-    plugin.check_filters(ci, "hf:org/name", "drq")  # a hub id is resolved when it builds
+    configure.check_filters(ci, csv_names("minilm-l6, mobilebert"), csv_names("drq,int8"))
+    configure.check_filters(ci, None, None)
+    configure.check_filters(ci, ("hf:org/name",), ("drq",))  # a hub id is resolved when it builds
     with pytest.raises(pytest.UsageError, match="/models/x does not exist"):
-        plugin.check_filters(ci, "dir:/models/x", "drq")  # parsed up front: one line, before anything builds
+        configure.check_filters(ci, ("dir:/models/x",), ("drq",))  # parsed up front: one line, before any build
 
 
 # ---------------------------------------------------------------- pytest-benchmark's table, -ra reasons
@@ -83,7 +86,7 @@ _TITLE = re.compile(r"^-* ?benchmark\b.*: \d+ tests")
 def _synthetic_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     (tmp_path / "test_synthetic.py").write_text(_SYNTHETIC)
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "edgemodels.plugin", "-p", "no:cacheprovider", "-ra",
+        [sys.executable, "-m", "pytest", "-p", "edgemodels.bench.plugin", "-p", "no:cacheprovider", "-ra",
          "test_synthetic.py", f"--edge-cache={tmp_path / 'cache'}", f"--report-dir={tmp_path / 'report'}",
          f"--benchmark-json={tmp_path / 'bench.json'}", *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_env(CI="1"))  # CI: untrimmed summary

@@ -1,0 +1,1 @@
+"""One module per suite: what each bench test measures and writes into its report row (the tests assert on it)."""

@@ -1,0 +1,1 @@
+"""What persists between runs: the content-addressed artifact cache (and the results history)."""

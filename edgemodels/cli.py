@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import json
 import os
+import select
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -254,18 +256,23 @@ def cmd_cache(args) -> int:
     if args.action == "verify":
         if store.root.exists():
             store.require_cache("verify")
-        rows = []
+        rows, unhashed = [], 0
         for e in store.listing():
-            if e.state == "corrupt" or (e.state == "complete" and e.manifest is not None):  # arm/weights: no hashes
+            if e.state == "corrupt" or (e.state == "complete" and e.manifest is not None):
                 try:
                     store.verify(e.path, rehash=True)
                     rows.append({"path": str(e.path), "kind": e.kind, "intact": True, "why": ""})
                 except cache.CorruptEntry as exc:
                     rows.append({"path": str(e.path), "kind": e.kind, "intact": False, "why": str(exc)})
+            elif e.state == "complete":  # ARM user-lands, unpacked weights: built without a manifest of hashes
+                unhashed += 1
         bad = [r for r in rows if not r["intact"]]
         human = "\n".join([f"verified {len(rows)} entries in {store.root} (sha256 of every file): "
-                           f"{len(bad)} damaged (rebuilt on next use)", *[f"  {r['why']}" for r in bad]])
-        _emit(args, {"root": str(store.root), "verified": len(rows), "damaged": bad}, human)
+                           f"{len(bad)} damaged (rebuilt on next use)"
+                           + (f"; {unhashed} more have no file hashes (ARM user-lands, unpacked weights): "
+                              "complete by their marker" if unhashed else ""),
+                           *[f"  {r['why']}" for r in bad]])
+        _emit(args, {"root": str(store.root), "verified": len(rows), "damaged": bad, "unhashed": unhashed}, human)
         return 1 if bad else 0
     rows = []
     for e in store.listing():
@@ -399,8 +406,8 @@ def cmd_export(args) -> int:
                                models=tuple(_csv_list(args.models)), modes=tuple(_csv_list(args.modes)),
                                max_examples=args.max_examples)
     exp = export.export(req, args.dir, cache.ArtifactCache(args.cache), log=lambda m: print(m, file=sys.stderr))
-    out = {**exp.summary(), "files": len(exp.index["files"]),
-           "bytes": sum(p.stat().st_size for p in exp.root.rglob("*") if p.is_file())}
+    out = {**exp.summary(), "files": len(exp.index["files"]), "kept": list(exp.kept),
+           "bytes": sum(exp.root.joinpath(rel).stat().st_size for rel in exp.index["files"])}
     _emit(args, out, f"exported {len(out['cases'])} case(s) for --device={args.device} --scale={args.scale} to "
                      f"{exp.root} ({out['bytes'] / 2**20:.1f} MiB, {out['files']} files with sha256); on the device: "
                      f"pytest bench/ --device={args.device} --scale={args.scale} --artifacts {exp.root.name}")
@@ -551,6 +558,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is a BrokenPipeError we can still catch
+        return rc
+    except BrokenPipeError:
+        if not _reader_gone(sys.stdout):
+            raise  # another pipe (an SSH channel, a worker): a bug or a failure to show, not the terminal's reader
+        # `cache ls | head -1`: the reader has what it wanted. Stop quietly, as `ls` or `cat` do, with their
+        # status (128 + SIGPIPE); the interpreter's own flush at exit goes to /dev/null (the Python docs' recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _reader_gone(stream) -> bool:
+    """Whether `stream` is a pipe whose reading end was closed (poll reports an error on it)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # a captured stream (tests, a notebook): not a pipe
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from edgemodels import progress
     from edgemodels.build.data import default_spec
 

@@ -572,3 +572,88 @@ def test_read_only_cache_serves_hits_and_gives_one_line_errors_on_writes(tmp_pat
         for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
             d.chmod(0o755)
     assert ArtifactCache(root).get(KEY) is not None  # nothing was removed
+
+
+# ---------------------------------------------------------------- damage `ls` and `verify` must see (issue 23)
+
+
+def test_an_entry_whose_manifest_was_deleted_is_damaged_for_ls_and_verify(tmp_path):
+    """Why: with manifest.json deleted, `cache verify` said "0 damaged" (and counted one entry fewer) and `cache ls`
+    showed the entry complete; only the next build noticed."""
+    store = ArtifactCache(tmp_path)
+    e = store.get_or_build(KEY, _builder([]))
+    plain, _ = cache.locked_build(tmp_path, "weights", "unpacked-1", lambda tmp: (tmp / "w.bin").write_bytes(b"w"))
+    (e.path / cache.MANIFEST).unlink()
+    states = {r.path: r.state for r in store.listing()}
+    assert states == {e.path: "corrupt", plain: "complete"}  # an entry built without a manifest is still complete
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = [sys.executable, "-m", "edgemodels", "cache"]
+    proc = subprocess.run([*run, "verify", "--json", "--cache", str(tmp_path)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=60)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1 and doc["verified"] == 1 and doc["unhashed"] == 1, proc.stderr
+    assert [d["path"] for d in doc["damaged"]] == [str(e.path)] and "manifest.json: missing" in doc["damaged"][0]["why"]
+    proc = subprocess.run([*run, "ls", "--cache", str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=60)
+    line = next(x for x in proc.stdout.splitlines() if e.path.name in x)
+    assert "NO (will rebuild)" in line, proc.stdout
+
+
+# ---------------------------------------------------------------- a full disk: one line, nothing half-built (issue 23)
+
+
+def _fill(tmp: Path, n: int) -> dict:
+    (tmp / "blob.bin").write_bytes(os.urandom(n))
+    return {}
+
+
+@pytest.mark.parametrize("how", ["write", "copy"])
+def test_a_full_disk_during_a_build_is_one_line_and_keeps_nothing(tmp_path, how):
+    """`copy`: a build copying a file in from elsewhere (the error names the source first, the cache's file second)."""
+    import shutil
+
+    from smallfs import tmpfs
+
+    src = tmp_path / "outside.bin"
+    src.write_bytes(os.urandom(2 << 20))
+    build = {"write": lambda tmp: _fill(tmp, 2 << 20),
+             "copy": lambda tmp: (shutil.copyfile(src, tmp / "blob.bin"), {})[1]}[how]
+    with tmpfs(tmp_path / "small", "1m") as fs:
+        store = ArtifactCache(fs / "cache")
+        with pytest.raises(cache.CacheError) as err:
+            store.get_or_build(KEY, build)
+        msg = str(err.value)
+        assert msg.startswith(f"{store.path_for(KEY)}: no space left on device") and "\n" not in msg
+        assert "free space on that filesystem or choose another directory with --cache" in msg
+        kind = fs / "cache" / KEY.kind
+        assert list(kind.iterdir()) == []  # no entry, no .building leftover: the space is free again
+        assert store.get_or_build(KEY, lambda tmp: _fill(tmp, 100 << 10)).cache_hit is False  # it fits now
+
+
+def test_a_full_disk_reported_by_tensorflow_is_one_line_too(tmp_path):
+    """TensorFlow raises its own ResourceExhaustedError (not an OSError) for ENOSPC: SaveModel, tf.io."""
+    tf = pytest.importorskip("tensorflow")
+    from smallfs import tmpfs
+
+    with tmpfs(tmp_path / "small", "1m") as fs:
+        store = ArtifactCache(fs / "cache")
+        with pytest.raises(cache.CacheError, match="no space left on device") as err:
+            store.get_or_build(KEY, lambda tmp: (tf.io.write_file(str(tmp / "big"), b"x" * (2 << 20)), {})[1])
+        assert isinstance(err.value.__cause__, tf.errors.ResourceExhaustedError)
+        assert list((fs / "cache" / KEY.kind).iterdir()) == []
+
+
+def test_a_full_disk_elsewhere_names_that_file_not_the_cache(tmp_path):
+    """A library's own temp dir (TensorFlow's converter uses tempfile.mkdtemp) on a full filesystem: the one to free
+    is that one, not the cache's."""
+    import tempfile
+
+    from smallfs import tmpfs
+
+    with tmpfs(tmp_path / "scratch", "1m", inodes=2) as fs:  # the root and one more
+        tempfile.mkdtemp(dir=fs)
+        with pytest.raises(cache.CacheError) as err:
+            ArtifactCache(tmp_path / "cache").get_or_build(KEY, lambda tmp: (tempfile.mkdtemp(dir=fs), {})[1])
+    msg = str(err.value)
+    assert msg.startswith(f"{fs}/tmp") and ": no space left on device (while building" in msg, msg
+    assert "free space on that filesystem (or point TMPDIR elsewhere)" in msg

@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_SEQ, run_cli_subprocess
+from conftest import REPO, TINY_SEQ, run_cli_subprocess
 from edgemodels import cli
 from edgemodels.build import models
 from edgemodels.report.rows import Claim, Report
@@ -390,3 +393,61 @@ def test_cache_clear_asks_on_a_terminal(tmp_path):
         os.close(master)
         assert proc.returncode == rc, err
         assert b"remove 1 entries and build leftovers" in err and e.path.exists() == exists
+
+
+# ---------------------------------------------------------------- one line, not a traceback (issue 23)
+
+
+def _cli(*args: str, stdout=subprocess.PIPE, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "edgemodels", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_cache_ls_into_a_pipe_nobody_reads_stops_quietly(tmp_path, json_flag):
+    """`cache ls | head -1`: the reader went away; a CLI stops with SIGPIPE's status (141) and no traceback."""
+    from edgemodels.store.cache import ArtifactCache, Key
+
+    ArtifactCache(tmp_path).get_or_build(Key("t", "m", {"x": 1}), lambda tmp: ((tmp / "f").write_text("1"), {})[1])
+    read, write = os.pipe()
+    os.close(read)  # as `head` has exited: every write gets EPIPE
+    try:
+        proc = _cli("cache", "ls", "--cache", str(tmp_path), *json_flag, stdout=write)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_cache_ls_piped_to_head_prints_one_line_and_no_traceback(tmp_path):
+    for i in range(1500):  # ~150 KB of rows: more than a pipe holds, so head exits while ls still writes
+        (tmp_path / "t" / f"not-an-entry-{i:04d}").mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m edgemodels cache ls --cache "
+                           f"{tmp_path} | head -1"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.stdout == f"cache: {tmp_path}\n" and proc.stderr == "" and proc.returncode == 141
+
+
+def test_a_broken_pipe_that_is_not_stdout_still_shows(monkeypatch):
+    """Only the terminal's reader going away is quiet: an SSH channel or a worker's pipe breaking is a failure."""
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_data_stats", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["data", "stats"])
+
+
+def test_a_full_disk_during_build_is_one_line(tmp_path, tiny_csv):
+    """A real build (tiny-bert's training writes 4.8 MB) into a cache on a 3 MB filesystem."""
+    pytest.importorskip("tensorflow")
+    from smallfs import tmpfs
+
+    with tmpfs(tmp_path / "small", "3m") as fs:
+        proc = _cli("build", "--model", "tiny-bert", "--quant", "fp32", "--seq", str(TINY_SEQ), "--data",
+                    f"csv:{tiny_csv}", "--cache", str(fs / "cache"), timeout=600)
+        lines = [x for x in proc.stderr.splitlines() if x.startswith("edgemodels") or "Traceback" in x]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+        assert lines[0].startswith(f"edgemodels: error: {fs / 'cache' / 'trained'}/tiny-bert-")
+        assert "no space left on device; nothing half-built was kept: free space on that filesystem" in lines[0]
+        assert not [p for p in (fs / "cache").rglob("*building*")]  # the partial build is gone

@@ -16,9 +16,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,13 +131,164 @@ def test_export_refuses_a_directory_that_is_not_an_export(tmp_path, csv_data, ex
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mine")]  # no temp dir left behind
 
 
-def test_re_export_replaces_an_earlier_export_atomically(tmp_path, exported, csv_data, export_cache):
-    out = tmp_path / "again"
+def _export_cli(out: Path, data: str, cache: Path, *args: str, device: str = "pi4") -> subprocess.CompletedProcess:
+    return run_cli_subprocess("export", "--device", device, "--scale", "smoke", "--data", data, "--cache", str(cache),
+                              str(out), *args, timeout=600)
+
+
+def test_re_export_replaces_only_what_the_earlier_export_wrote(tmp_path, exported, csv_data, export_cache):
+    """Why: `export` into an earlier export deleted what the user had added there (notes, a bench report)."""
+    out = tmp_path / "mine"
     shutil.copytree(exported.root, out)
-    (out / "stale.txt").write_text("from before")
-    again = _export("pi4", out, csv_data, export_cache)
-    assert again.device == "pi4" and not (out / "stale.txt").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name != "again"]  # temp and old dirs gone
+    (out / "my_notes.txt").write_text("notes")
+    (out / "bench-report").mkdir()
+    (out / "bench-report" / "report.json").write_text("{}")
+    (out / "cases" / "tiny-bert-fp32-64" / "why.txt").write_text("inside a case")
+    dropped = out / "cases" / "dropped" / "model.tflite"  # a case the earlier export wrote and this one does not
+    dropped.parent.mkdir()
+    dropped.write_bytes(b"tflite")
+    index = json.loads((out / export.INDEX).read_text())
+    index["files"]["cases/dropped/model.tflite"] = export.sha256_file(dropped)
+    (out / export.INDEX).write_text(json.dumps(index))
+    proc = _export_cli(out, csv_data, export_cache, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept = ["bench-report/", "cases/tiny-bert-fp32-64/why.txt", "my_notes.txt"]
+    assert json.loads(proc.stdout)["kept"] == kept
+    assert f"export: kept 3 thing(s) in {out} that no export wrote: {', '.join(kept)}" in proc.stderr.splitlines()
+    assert (out / "my_notes.txt").read_text() == "notes" and (out / "bench-report" / "report.json").read_text() == "{}"
+    assert (out / "cases" / "tiny-bert-fp32-64" / "why.txt").read_text() == "inside a case"
+    assert not dropped.parent.exists()  # what the earlier export wrote is gone, its directory with it
+    again = Export.open(out, device="pi4", scale="smoke")  # every listed file replaced and verified
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == set(again.index["files"]) | {export.INDEX, "my_notes.txt", "bench-report/report.json",
+                                                    "cases/tiny-bert-fp32-64/why.txt"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mine.export.lock", "mine"]  # temp and old dirs gone
+
+
+def test_an_index_that_lists_no_files_licenses_no_deletion(tmp_path):
+    """Why: a folder holding only {"format": "edgemodels-export/1"} beside keep.txt counted as an earlier export and
+    keep.txt was deleted. An index that does not list what it wrote cannot tell the export's files from the user's."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "index.json").write_text('{"format": "edgemodels-export/1"}')
+    (fake / "keep.txt").write_text("keep")
+    proc = run_cli_subprocess("export", "--device", "desktop", "--scale", "smoke", str(fake))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"edgemodels: error: {fake}: its index.json lists no files an export wrote")
+    assert "move what you want to keep out of" in proc.stderr and "or export to another directory" in proc.stderr
+    assert sorted(os.listdir(fake)) == ["index.json", "keep.txt"] and sorted(os.listdir(tmp_path)) == ["fake"]
+
+
+def test_a_killed_export_leaves_nothing_the_next_one_keeps_and_a_live_one_is_left_alone(tmp_path, exported,
+                                                                                          csv_data, export_cache):
+    """Why: kill -9 during `export` left a hidden .DIR.export-*.tmp (6 MB) that no later export removed. An export
+    holds a lock beside DIR while it writes: a second one is refused while it lives; once it is killed (SIGKILL,
+    no clean-up), the next export removes its temp dir, and nothing else beside DIR."""
+    out = tmp_path / "exp"
+    decoys = [tmp_path / ".exp.export-notes.tmp", tmp_path / ".other.export-0123abcd.tmp", tmp_path / ".exp.mine"]
+    for d in decoys:
+        d.mkdir()
+        (d / "f.txt").write_text("not a leftover of exp's exports")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    live = subprocess.Popen([sys.executable, "-m", "edgemodels", "export", "--device", "desktop", "--scale", "smoke",
+                             "--data", csv_data, "--cache", str(export_cache), str(out)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):  # its temp dir, once it holds a reference output (mid-way)
+            temps = list(tmp_path.glob(".exp.export-*.tmp/reference/*.npy"))
+            if temps or live.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert temps, "the export ended before it could be caught mid-way"
+        temp = temps[0].parents[1]
+        live.send_signal(signal.SIGSTOP)  # alive, mid-way, holding its lock, for as long as the second one takes
+        second = _export_cli(out, csv_data, export_cache, device="desktop")
+        assert second.returncode == 2 and f"{out}: another edgemodels export into it is running" in second.stderr
+        assert temp.is_dir() and live.poll() is None  # the live export's temp dir untouched
+    finally:
+        live.kill()  # SIGKILL: no except-block clean-up runs
+        live.wait()
+    assert temp.is_dir() and not out.exists()
+    third = _export_cli(out, csv_data, export_cache, device="desktop")
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert f"export: removed {temp.name} (" in third.stderr and "left by a killed export" in third.stderr
+    assert not temp.exists() and all((d / "f.txt").is_file() for d in decoys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".exp.export.lock", "exp", *(d.name for d in decoys)])
+
+
+def _fake_export(d: Path, files: dict[str, bytes]) -> Path:
+    """A directory as an export writes it: the files, and an index listing them."""
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    index = {"format": export.FORMAT, "files": {rel: export.sha256_file(d / rel) for rel in files}}
+    (d / export.INDEX).write_text(json.dumps(index))
+    return d
+
+
+def test_a_user_file_where_the_new_export_writes_is_refused_and_nothing_changes(tmp_path):
+    from edgemodels.build import export_dir
+
+    out = _fake_export(tmp_path / "exp", {"cases/a/model.tflite": b"old"})
+    (out / "feeds").mkdir()
+    (out / "feeds" / "mine.npz").write_bytes(b"the user's")  # where the new export writes feeds/mine.npz
+    (out / "feeds" / "other.txt").write_text("the user's")  # would be kept: it clashes with nothing
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    tmp = _fake_export(tmp_path / ".exp.export-0123abcd.tmp", {"cases/a/model.tflite": b"new",
+                                                               "feeds/mine.npz": b"new"})
+    with pytest.raises(ExportError, match=f"{out / 'feeds' / 'mine.npz'}: not written by the earlier export, and "
+                                          "the new one writes there; move it out"):
+        export_dir.place(tmp, out, log=print)
+    export_dir.discard(tmp)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+
+
+def test_leftovers_holding_the_users_files_are_kept_and_named(tmp_path):
+    """An export killed after it moved the user's files into its temp dir (before the swap): that temp dir and a
+    replaced dir no index describes are left in place, and said so; what an export wrote in them goes."""
+    from edgemodels.build import export_dir
+
+    out = tmp_path / "exp"
+    tmp = _fake_export(tmp_path / ".exp.export-0123abcd.tmp", {"cases/a/model.tflite": b"new"})
+    (tmp / "my_notes.txt").write_text("notes")
+    old = tmp_path / ".exp.old-89abcdef"  # no index (a removal cut short): nothing in it is known to be ours
+    (old / "cases").mkdir(parents=True)
+    (old / "cases" / "x.bin").write_bytes(b"?")
+    said: list[str] = []
+    with export_dir.locked(out):
+        export_dir.sweep(out, said.append)
+    assert (tmp / "my_notes.txt").read_text() == "notes" and not (tmp / "cases").exists()
+    assert not (tmp / export.INDEX).exists() and (old / "cases" / "x.bin").exists()
+    assert said == [f"export: left {d} in place: it holds 1 thing(s) no export is known to have written ({what}), "
+                    f"from an export killed while replacing {out}: move them back into {out}, or remove {d}"
+                    for d, what in ((tmp, "my_notes.txt"), (old, "cases/"))]
+
+
+def test_export_to_a_read_only_directory_is_one_line(tmp_path):
+    from smallfs import remount_read_only, tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m") as fs:
+        (fs / "exp").mkdir()
+        remount_read_only(fs)
+        for target in (fs / "exp", fs / "new" / "exp"):
+            proc = run_cli_subprocess("export", "--device", "desktop", "--scale", "smoke", str(target))
+            assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+            assert "cannot write there (Read-only file system)" in proc.stderr
+            assert "export to a directory you can write" in proc.stderr
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(tmp_path, exported, csv_data, export_cache):
+    """The builds are in the cache (another filesystem); the export's copy of them does not fit on this one."""
+    from smallfs import tmpfs
+
+    with tmpfs(tmp_path / "small", "3m") as fs:
+        proc = _export_cli(fs / "exp", csv_data, export_cache, device="desktop")
+        errors = [x for x in proc.stderr.splitlines() if x.startswith("edgemodels") or "Traceback" in x]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+        assert errors[0] == (f"edgemodels: error: {fs}: no space left on device while writing the export; "
+                             f"{fs / 'exp'} was not changed and the partial copy was removed: free space there or "
+                             "export to a directory on another filesystem")
+        assert sorted(os.listdir(fs)) == [".exp.export.lock"]
 
 
 def test_export_cli_prints_what_it_wrote(tmp_path, csv_data, export_cache, exported):

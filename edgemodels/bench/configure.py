@@ -111,12 +111,7 @@ def _check_dirs(opt, *, built: bool) -> Path | None:
     from edgemodels.report import rows
     from edgemodels.store import cache
 
-    if hasattr(rows, "check_report_dir"):
-        rows.check_report_dir(opt("--report-dir"))
-    else:
-        out = Path(opt("--report-dir"))
-        if out.exists() and not out.is_dir():
-            raise pytest.UsageError(f"--report-dir {out}: a file is in the way; name a directory")
+    rows.check_report_dir(opt("--report-dir"))
     if not built:
         return None
     root = cache.check_root(opt("--edge-cache") or cache.default_root())

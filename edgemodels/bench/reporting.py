@@ -11,6 +11,7 @@ import pytest
 
 from edgemodels.report import gate, tables
 from edgemodels.report.claims import speed as speed_claim
+from edgemodels.report.rows import ReportDirError
 
 BASELINE_DIR = Path("bench") / "baselines"
 
@@ -78,7 +79,11 @@ def session_finish(session: pytest.Session, s) -> None:
     claim = speed_claim(s.report.rows(), s.device, s.profile.target_inferences_per_s)
     if claim is not None:
         s.report.add_claim(claim)
-    s.report_paths = s.report.write(config.getoption("--report-dir"))
+    try:
+        s.report_paths = s.report.write(config.getoption("--report-dir"))
+    except ReportDirError as exc:  # the table is still printed; no file is half-written
+        s.report_error = str(exc)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     base_dir = baseline_dir(config, s)
     mid = s.report.machine["machine_id"]
     if compare:
@@ -111,6 +116,8 @@ def terminal_summary(tr, s) -> None:
         tr.write_line(tables.pareto_table(s.report.rows()))
     for p in getattr(s, "report_paths", []):
         tr.write_line(f"wrote {p}")
+    if getattr(s, "report_error", None):
+        tr.write_line(f"report NOT written: {s.report_error}", red=True, bold=True)
     for note in getattr(s, "baseline_notes", []):
         tr.write_line(f"baseline: {note}")
     if getattr(s, "regressions", None):

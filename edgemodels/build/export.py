@@ -20,7 +20,6 @@ Importing this module needs only the standard library and numpy; the build side 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import socket
@@ -34,20 +33,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgemodels import LABELS
+from edgemodels.build import export_dir
+from edgemodels.build.export_dir import FORMAT, INDEX, ExportError, read_index
+from edgemodels.store.cache import atomic_write_text, sha256_file
 from edgemodels.study import matrix as suite
-from edgemodels.store.cache import sha256_file
-from edgemodels.errors import EdgeModelsError
 
-FORMAT = "edgemodels-export/1"
-INDEX = "index.json"
 THROUGHPUT_SAMPLE = suite.THROUGHPUT_SAMPLE  # the tweets the throughput suite cycles through
 
 REFERENCE_THREADS = 1
 """The x86 reference outputs are computed at one thread: reproducible, like the emulated runs they mirror."""
-
-
-class ExportError(EdgeModelsError):
-    """An export directory that cannot be written, read, or trusted (one line naming the file and the fix)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +80,7 @@ class Export:
 
     def __init__(self, root: Path, index: dict[str, Any]):
         self.root, self.index = root, index
+        self.kept: tuple[str, ...] = ()  # what `export` found in an earlier export that no export wrote, and kept
         self._verified: set[str] = set()
         self._feeds: dict[str, tuple[list[list[int]], np.ndarray]] = {}
 
@@ -255,15 +250,6 @@ class Export:
                 "built_on": i["built_on"], "created": i["created"], "libs": i["libs"], "cases": list(i["cases"])}
 
 
-def read_index(root: Path) -> dict[str, Any] | None:
-    """The index of an export directory, or None where `root` holds none (or another format)."""
-    try:
-        index = json.loads((Path(root) / INDEX).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return index if isinstance(index, dict) and index.get("format") == FORMAT else None
-
-
 # --------------------------------------------------------------------------------------------
 # Writing an export (the workstation: the build side)
 
@@ -293,15 +279,6 @@ def select_cases(scale, models: Sequence[str] = (), modes: Sequence[str] = ()) -
     return cases
 
 
-def _check_target(out: Path) -> None:
-    """Refuse to replace anything but an empty directory or an earlier export."""
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: is a file; name a new or empty directory (or an earlier export to replace)")
-    if out.is_dir() and any(out.iterdir()) and read_index(out) is None:
-        raise ExportError(f"{out}: not empty and not an earlier edgemodels export (no {INDEX}); name a new or "
-                          "empty directory, so nothing of yours is overwritten")
-
-
 def _write_ids(path: Path, ids: list[list[int]], labels: np.ndarray) -> None:
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(x) for x in ids])
@@ -319,7 +296,8 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
     """Build (through the cache) what `pytest bench/ --device=D --scale=S --artifacts OUT` needs and write OUT.
 
     Atomic: everything goes to a temporary directory beside OUT, which is renamed into place last (an earlier
-    export at OUT is replaced only then). A directory that is neither empty nor an export is refused.
+    export at OUT is replaced only then: what it wrote goes, what the user added is kept). A directory that is
+    neither empty nor an export that lists its files is refused. See export_dir for the rules.
     """
     from edgemodels.store import cache as cache_mod
     from edgemodels import devices
@@ -329,7 +307,7 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
     from edgemodels.build.convert import ConversionError
 
     out = Path(out).expanduser().absolute()
-    _check_target(out)
+    export_dir.inspect(out)  # a refusal before any work; again under the lock, and before placing
     if req.device not in devices.NAMES:
         raise ExportError(f"--device {req.device!r} is not a known device; valid: {', '.join(devices.NAMES)}")
     profile = devices.get(req.device)
@@ -348,101 +326,97 @@ def export(req: ExportRequest, out: Path | str, store=None, log: Callable[[str],
     compat = np.asarray(samples.get(str(scale.emulation_examples), range(len(eval_set.examples))), dtype=np.int64)
     labels = eval_set.label_ids()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
-    try:
-        entries: dict[str, dict[str, Any]] = {}
-        feeds_done: dict[tuple[str, str], str] = {}
-        for case in cases:
-            breq = pipeline.request_for(case, scale, req.data, req.max_examples)
-            entry: dict[str, Any] = {"model": case.model, "quant": case.quant, "seq": case.seq_label}
-            log(f"export: {case.id}: building (cached)")
-            try:
-                art = pipeline.build(breq, store)
-            except ConversionError as exc:
-                known = expected.conversion_failure(case)  # built-in records: an export runs no conftest.py
-                if known is None:
-                    raise
-                entry["conversion_failure"] = f"{case.id} does not convert: {known.reason} ({str(exc).splitlines()[0][:160]})"
+    with export_dir.locked(out):  # from here to the end: the leftovers beside OUT have no live writer
+        export_dir.sweep(out, log)
+        export_dir.inspect(out)
+        tmp = export_dir.new_temp(out)
+        try:
+            entries: dict[str, dict[str, Any]] = {}
+            feeds_done: dict[tuple[str, str], str] = {}
+            for case in cases:
+                breq = pipeline.request_for(case, scale, req.data, req.max_examples)
+                entry: dict[str, Any] = {"model": case.model, "quant": case.quant, "seq": case.seq_label}
+                log(f"export: {case.id}: building (cached)")
+                try:
+                    art = pipeline.build(breq, store)
+                except ConversionError as exc:
+                    known = expected.conversion_failure(case)  # built-in records: an export runs no conftest.py
+                    if known is None:
+                        raise
+                    first = str(exc).splitlines()[0][:160]
+                    entry["conversion_failure"] = f"{case.id} does not convert: {known.reason} ({first})"
+                    entries[case.id] = entry
+                    continue
+                d = tmp / "cases" / case.id
+                d.mkdir(parents=True)
+                shutil.copyfile(art.tflite, d / "model.tflite")
+                (d / "manifest.json").write_text(json.dumps(art.manifest, indent=1, sort_keys=True, default=str),
+                                                 encoding="utf-8")
+                length = case.seq or art.manifest["max_length"]
+                tok_key = (art.manifest["trained_entry"], str(length))
+                if tok_key not in feeds_done:
+                    ids = evaluate.encode_dataset(eval_set, art.tokenizer_dir, length)
+                    f = tmp / "feeds" / f"{uuid.uuid4().hex}.npz"
+                    f.parent.mkdir(exist_ok=True)
+                    _write_ids(f, ids, labels)
+                    named = f.with_name(f"{sha256_file(f)[:32]}.npz")
+                    f.rename(named)
+                    feeds_done[tok_key] = f"feeds/{named.name}"
+                with np.load(tmp / feeds_done[tok_key]) as z:
+                    flat, offsets = z["ids"], z["offsets"]
+                compat_ids = [flat[offsets[i]:offsets[i + 1]].tolist() for i in compat]
+                model = runtime.load(art.tflite, runtime=host_rt.name, num_threads=REFERENCE_THREADS)
+                ref = np.stack([np.asarray(model.run(convert.to_feeds(x, case.seq, art.manifest["pad_id"]))).reshape(-1)
+                                for x in compat_ids]).astype(np.float32)
+                (tmp / "reference").mkdir(exist_ok=True)
+                np.save(tmp / "reference" / f"{case.id}.npy", ref, allow_pickle=False)
+                entry.update(tflite=f"cases/{case.id}/model.tflite", manifest=f"cases/{case.id}/manifest.json",
+                             feeds=feeds_done[tok_key], reference=f"reference/{case.id}.npy",
+                             pad_id=int(art.manifest["pad_id"]), max_length=int(art.manifest["max_length"]),
+                             size_bytes=art.size_bytes)
                 entries[case.id] = entry
-                continue
-            d = tmp / "cases" / case.id
-            d.mkdir(parents=True)
-            shutil.copyfile(art.tflite, d / "model.tflite")
-            (d / "manifest.json").write_text(json.dumps(art.manifest, indent=1, sort_keys=True, default=str),
-                                             encoding="utf-8")
-            length = case.seq or art.manifest["max_length"]
-            tok_key = (art.manifest["trained_entry"], str(length))
-            if tok_key not in feeds_done:
-                ids = evaluate.encode_dataset(eval_set, art.tokenizer_dir, length)
-                f = tmp / "feeds" / f"{uuid.uuid4().hex}.npz"
-                f.parent.mkdir(exist_ok=True)
-                _write_ids(f, ids, labels)
-                named = f.with_name(f"{sha256_file(f)[:32]}.npz")
-                f.rename(named)
-                feeds_done[tok_key] = f"feeds/{named.name}"
-            with np.load(tmp / feeds_done[tok_key]) as z:
-                flat, offsets = z["ids"], z["offsets"]
-            compat_ids = [flat[offsets[i]:offsets[i + 1]].tolist() for i in compat]
-            model = runtime.load(art.tflite, runtime=host_rt.name, num_threads=REFERENCE_THREADS)
-            ref = np.stack([np.asarray(model.run(convert.to_feeds(x, case.seq, art.manifest["pad_id"]))).reshape(-1)
-                            for x in compat_ids]).astype(np.float32)
-            (tmp / "reference").mkdir(exist_ok=True)
-            np.save(tmp / "reference" / f"{case.id}.npy", ref, allow_pickle=False)
-            entry.update(tflite=f"cases/{case.id}/model.tflite", manifest=f"cases/{case.id}/manifest.json",
-                         feeds=feeds_done[tok_key], reference=f"reference/{case.id}.npy",
-                         pad_id=int(art.manifest["pad_id"]), max_length=int(art.manifest["max_length"]),
-                         size_bytes=art.size_bytes)
-            entries[case.id] = entry
-        checkpoint = {}
-        if any(c.model == "bert-large" and c.quant == "fp32" and "tflite" in entries[c.id] for c in cases):
-            log("export: bert-large training checkpoint size (cached)")
-            large = next(c for c in cases if c.model == "bert-large" and c.quant == "fp32")
-            breq = pipeline.request_for(large, scale, req.data, req.max_examples)
-            checkpoint["bert-large"] = int(pipeline.training_checkpoint(breq, store).manifest["size_bytes"])
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        import edgemodels
+            checkpoint = {}
+            if any(c.model == "bert-large" and c.quant == "fp32" and "tflite" in entries[c.id] for c in cases):
+                log("export: bert-large training checkpoint size (cached)")
+                large = next(c for c in cases if c.model == "bert-large" and c.quant == "fp32")
+                breq = pipeline.request_for(large, scale, req.data, req.max_examples)
+                checkpoint["bert-large"] = int(pipeline.training_checkpoint(breq, store).manifest["size_bytes"])
+            files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            import edgemodels
 
-        index = {
-            "format": FORMAT, "device": req.device, "device_title": profile.title, "scale": scale.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": {"spec": req.data, "kind": spec.kind, "split": spec.evaluation_split,
-                     "fingerprint": eval_set.fingerprint},
-            "labels": list(getattr(eval_set, "labels", LABELS)),  # the data's classes, in label-id order
-            "eval": {"n": len(eval_set.examples), "majority_accuracy": eval_set.majority_accuracy(),
-                     "samples": samples, "compat_n": int(len(compat))},
-            "built_on": {"host": socket.gethostname(), "arch": platform.machine(), "os": platform.platform()},
-            "libs": {"edgemodels": edgemodels.__version__, **pipeline.library_versions(),
-                     "numpy": np.__version__, host_rt.name: host_rt.version},
-            "reference": {"runtime": host_rt.name, "runtime_version": host_rt.version, "threads": REFERENCE_THREADS,
-                          "arch": platform.machine()},
-            "filters": {"models": list(req.models), "modes": list(req.modes), "max_examples": req.max_examples},
-            "checkpoint_bytes": checkpoint,
-            "cases": entries,
-            "files": files,
-        }
-        (tmp / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
-        _place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            index = {
+                "format": FORMAT, "device": req.device, "device_title": profile.title, "scale": scale.name,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "data": {"spec": req.data, "kind": spec.kind, "split": spec.evaluation_split,
+                         "fingerprint": eval_set.fingerprint},
+                "labels": list(getattr(eval_set, "labels", LABELS)),  # the data's classes, in label-id order
+                "eval": {"n": len(eval_set.examples), "majority_accuracy": eval_set.majority_accuracy(),
+                         "samples": samples, "compat_n": int(len(compat))},
+                "built_on": {"host": socket.gethostname(), "arch": platform.machine(), "os": platform.platform()},
+                "libs": {"edgemodels": edgemodels.__version__, **pipeline.library_versions(),
+                         "numpy": np.__version__, host_rt.name: host_rt.version},
+                "reference": {"runtime": host_rt.name, "runtime_version": host_rt.version, "threads": REFERENCE_THREADS,
+                              "arch": platform.machine()},
+                "filters": {"models": list(req.models), "modes": list(req.modes), "max_examples": req.max_examples},
+                "checkpoint_bytes": checkpoint,
+                "cases": entries,
+                "files": files,
+            }
+            atomic_write_text(tmp / INDEX, json.dumps(index, indent=1))
+            kept = export_dir.place(tmp, out, log)
+        except BaseException as exc:
+            if tmp.exists():
+                try:
+                    left = export_dir.discard(tmp)  # what it wrote; anything of the user's moved in stays
+                except OSError as gone:  # the error being raised is the one to show; the next export sweeps tmp
+                    left = [f"(not removed: {gone.strerror})"]
+                if left:
+                    log(f"export: left {tmp} in place: it holds {', '.join(left)}, which could not be moved back "
+                        f"into {out}; move them back")
+            if (err := export_dir.write_error(exc, out)) is not None:
+                raise err from exc
+            raise
     log(f"export: wrote {out}")
-    return Export.open(out, device=req.device, scale=scale.name)
-
-
-def _place(tmp: Path, out: Path) -> None:
-    """Rename the finished export into place; an earlier export (or an empty dir) at `out` goes only after."""
-    _check_target(out)  # again: something may have appeared while we built
-    old = None
-    if out.is_dir():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    exp = Export.open(out, device=req.device, scale=scale.name)
+    exp.kept = kept
+    return exp

@@ -166,21 +166,79 @@ class Report:
 
     def write(self, out_dir: Path) -> list[Path]:
         """Write report.json, report.png and pareto.png into out_dir (the plots where matplotlib is installed: a
-        device install has none); returns the paths written."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        doc = self.to_json()  # validates labels before anything is written
-        json_path = out_dir / "report.json"
-        atomic_write_text(json_path, dumps(doc))
+        device install has none); returns the paths written.
+
+        Each file is written atomically, so a failure leaves each one whole (new or as it was); it is a
+        ReportDirError naming the path and the fix (a full disk, a read-only directory, a file in the way).
+        """
         import importlib.util
 
-        if importlib.util.find_spec("matplotlib") is None:
-            return [json_path]
-        from edgemodels.report import plots
+        out_dir = Path(out_dir)
+        doc = self.to_json()  # validates labels before anything is written
+        written: list[Path] = []
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "report.json", dumps(doc))
+            written.append(out_dir / "report.json")
+            if importlib.util.find_spec("matplotlib") is None:
+                return written
+            from edgemodels.report import plots
 
-        plots.write_png(self.rows(), out_dir / "report.png", self.device, self.target_per_s)
-        plots.write_pareto_png(self.rows(), out_dir / "pareto.png", self.device)
-        return [json_path, out_dir / "report.png", out_dir / "pareto.png"]
+            plots.write_png(self.rows(), out_dir / "report.png", self.device, self.target_per_s)
+            written.append(out_dir / "report.png")
+            plots.write_pareto_png(self.rows(), out_dir / "pareto.png", self.device)
+            written.append(out_dir / "pareto.png")
+        except OSError as exc:
+            raise _report_dir_error(exc, out_dir, written) from exc
+        return written
+
+
+class ReportDirError(EdgeModelsError):
+    """--report-dir cannot take the report: a file in the way, a read-only or full directory (one line, the fix)."""
+
+
+def _report_dir_error(exc: OSError, out_dir: Path, written: list[Path] | None = None) -> ReportDirError:
+    """`written`: the files this write finished (None: a check before the run, which writes no report)."""
+    import os
+
+    from edgemodels.store.cache import disk_full
+
+    name = os.fsdecode(exc.filename) if exc.filename else None
+    where = str(out_dir) if not name or Path(name).name.startswith(".") else name  # not our temp file's name
+    done = [p.name for p in written or ()]
+    state = ("" if written is None else f" ({', '.join(done)} written; each file is whole, new or as it was)" if done
+             else " (nothing written; an earlier report there is as it was)")
+    if disk_full(exc):
+        return ReportDirError(f"{where}: no space left on device for the bench report{state}: free space there or "
+                              "pass another --report-dir")
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), where)
+        return ReportDirError(f"{blocker}: a file is in the way of the report directory {out_dir}: move it or pass "
+                              "another --report-dir")
+    return ReportDirError(f"{where}: cannot write the bench report there: {exc.strerror or exc}{state}; make it "
+                          "writable or pass another --report-dir")
+
+
+def check_report_dir(path: Path) -> Path:
+    """Check, before a run, that --report-dir can be created and written: a file in the way, a read-only or full
+    directory is a ReportDirError now rather than a lost report at the end. Creates the directory (the run would);
+    the probe file it writes is removed."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".edgemodels-probe-")
+        try:
+            os.write(fd, b"x")  # a byte, not an empty file: a full disk still has inodes
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise _report_dir_error(exc, path) from exc
+    return path
 
 
 class ReportError(EdgeModelsError, ValueError):

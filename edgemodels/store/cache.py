@@ -40,6 +40,7 @@ ENTRY_MARKER = ".edgemodels-entry.json"
 BUILDING = ".building."
 SCHEMA = 1
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 SETTLED_NS = 1_000_000_000
 """A file's modification time is recorded in the manifest (and trusted on later hits) only when it was at least this
 old once hashed: a file written again within the filesystem's timestamp tick of its recording could keep the same
@@ -66,6 +67,31 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it was raised from, is a full disk or quota: an OSError's errno, or, where a
+    library re-raises it as its own type (TensorFlow's ResourceExhaustedError), the C library's text for it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        if any(os.strerror(e) in str(exc) for e in _DISK_FULL):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def failed_path(exc: BaseException | None) -> str | None:
+    """The file an OSError in `exc`'s chain names, the destination of a copy or rename (None where none does)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and (exc.filename2 or exc.filename):
+            return os.fsdecode(exc.filename2 or exc.filename)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -131,6 +157,26 @@ def _not_writable(exc: OSError, path: Path, root: Path) -> CacheError:
                       + _cache_hint(root))
 
 
+def _write_error(exc: OSError, path: Path, root: Path) -> CacheError | None:
+    """The one-line CacheError for a write the cache's filesystem refused (read-only, no permission, full), or None."""
+    if exc.errno in _NOT_WRITABLE:
+        return _not_writable(exc, path, root)
+    if disk_full(exc):
+        return _full(exc, path, root)
+    return None
+
+
+def _full(exc: BaseException, path: Path, root: Path) -> CacheError:
+    """A full disk while writing `path` in the cache; where the error names a file outside the cache (a library's
+    temp dir), that file's filesystem is the one to free."""
+    elsewhere = failed_path(exc)
+    if elsewhere and not os.path.abspath(elsewhere).startswith(os.path.abspath(root) + os.sep):
+        return CacheError(f"{elsewhere}: no space left on device (while building {path}); nothing was cached: "
+                          "free space on that filesystem (or point TMPDIR elsewhere) and run again")
+    return CacheError(f"{path}: no space left on device; nothing half-built was kept: free space on that filesystem "
+                      "or " + _cache_hint(root))
+
+
 def check_root(root: Path) -> Path:
     """`root` if it is a directory or absent; a CacheError (not NotADirectoryError later) if it is a file."""
     root = Path(root)
@@ -148,8 +194,8 @@ def ensure_root(root: Path) -> Path:
         if not (root / ROOT_MARKER).exists() and not any(root.iterdir()):
             atomic_write_text(root / ROOT_MARKER, json.dumps({"edgemodels_cache": SCHEMA}) + "\n")
     except OSError as exc:
-        if exc.errno in _NOT_WRITABLE:
-            raise _not_writable(exc, root, root) from exc
+        if (err := _write_error(exc, root, root)) is not None:
+            raise err from exc
         raise
     return root
 
@@ -166,8 +212,8 @@ def _locked(path: Path, root: Path, timeout: float = -1) -> Iterator[None]:
         lock = FileLock(str(path), timeout=timeout)
         lock.acquire()
     except OSError as exc:
-        if exc.errno in _NOT_WRITABLE:
-            raise _not_writable(exc, path, root) from exc
+        if (err := _write_error(exc, path, root)) is not None:
+            raise err from exc
         raise
     try:
         yield
@@ -237,8 +283,8 @@ def _mkdirs(path: Path, root: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        if exc.errno in _NOT_WRITABLE:
-            raise _not_writable(exc, path, root) from exc
+        if (err := _write_error(exc, path, root)) is not None:
+            raise err from exc
         raise
 
 
@@ -293,8 +339,8 @@ def locked_build(
         try:
             tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}{BUILDING}"))
         except OSError as exc:
-            if exc.errno in _NOT_WRITABLE:
-                raise _not_writable(exc, final.parent, Path(root)) from exc
+            if (err := _write_error(exc, final.parent, Path(root))) is not None:
+                raise err from exc
             raise
         try:
             tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from its other users
@@ -311,8 +357,10 @@ def locked_build(
                 else:
                     _remove(final, Path(root))
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, Exception) and not isinstance(exc, EdgeModelsError) and disk_full(exc):
+                raise _full(exc, final, Path(root)) from exc  # the data was safe: one line, not a traceback
             raise
     return final, True
 
@@ -374,8 +422,10 @@ class ArtifactCache:
         mf = path / MANIFEST
         try:
             raw = mf.read_bytes()
+        except FileNotFoundError:
+            raise CorruptEntry(f"{mf}: missing (removed after the build)") from None
         except OSError as exc:
-            raise CorruptEntry(f"{mf}: missing or unreadable ({exc})") from exc
+            raise CorruptEntry(f"{mf}: unreadable ({exc.strerror or exc})") from exc
         if marker.get("manifest_sha256") and hashlib.sha256(raw).hexdigest() != marker["manifest_sha256"]:
             raise CorruptEntry(f"{mf}: does not match the digest in {ENTRY_MARKER} (changed after the build)")
         try:
@@ -490,7 +540,9 @@ class ArtifactCache:
                     out.append(Listed(d, kind.name, "unrecognised", 0, why=f"no valid {ENTRY_MARKER}: not ours"))
                     continue
                 manifest = None
-                if (d / MANIFEST).exists() or marker.get("legacy") == MANIFEST:
+                # An entry built with a manifest (its marker holds the digest) must still have it: a deleted
+                # manifest.json is damage, not an entry of the kinds that have none (ARM user-lands, weights).
+                if marker.get("manifest_sha256") or (d / MANIFEST).exists() or marker.get("legacy") == MANIFEST:
                     try:
                         manifest = self.verify(d, deep=False)
                     except CorruptEntry as exc:

@@ -65,6 +65,26 @@ def missing(why: str) -> None:
     pytest.skip(why)
 
 
+BALLAST_PY = """\
+\"\"\"Run `-m MODULE ARGS` as python would, holding argv[1] MiB the whole time (written, so resident).\"\"\"
+import runpy, sys
+
+ballast = b"\\x01" * (int(sys.argv[1]) * 2**20)  # bytes repetition writes every page
+if sys.argv[2] != "-m":
+    sys.exit(f"ballast: expected -m MODULE ARGS after the size, got {sys.argv[2:]}")
+sys.argv = [sys.argv[3], *sys.argv[4:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def ballast_python(directory: Path, mib: int, python: str = sys.executable) -> list[str]:
+    """A `python` command list (for measure.peak_rss_of_run, LocalTarget, a remote's wrapper script) whose process
+    holds `mib` MiB more than plain `python -m ...` would: the independent, known figure a peak RSS must grow by."""
+    script = directory / "ballast.py"
+    script.write_text(BALLAST_PY)
+    return [python, str(script), str(mib)]
+
+
 def device_venv(extras: str, *, name: str | None = None, key_extras: bool = True) -> Path:
     """The python of a venv with only `.[extras]` installed (the device side: no TensorFlow), built once per
     machine and kept under the temp dir as NAME-KEY, KEY hashed from pyproject.toml and this Python's version

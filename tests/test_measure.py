@@ -232,6 +232,49 @@ def test_over_budget_without_reaching_kill_threshold_does_not_fit(tiny_models):
     assert not res.fits
 
 
+BALLAST_MIB = 192
+"""What the child is made to hold on top of its normal run: far above the run-to-run noise, far from 100 MiB."""
+BALLAST_SLACK_MIB = 16
+"""The two children differ only in the ballast (same code, model, runtime, threads): the ballast must show within
+this much. Generous: six runs of each child on a loaded 2-core VM spread by under 1 MiB, the ballast by 192.0."""
+
+
+def _child_peak(model: Path, python: list[str]) -> int:
+    """The peak RSS the child itself reports (its VmHWM), read from its JSON line: no parent-side polling."""
+    proc = subprocess.run([*python, "-m", "edgemodels.measure", "--child", str(model), "--seq-len", "16", "--runs", "2",
+                           "--threads", "1"], capture_output=True, text=True, timeout=120, env=measure._child_env())
+    assert proc.returncode == 0, proc.stderr
+    return json.loads([x for x in proc.stdout.splitlines() if x.startswith("{")][-1])["peak_rss_bytes"]
+
+
+@pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
+def test_the_childs_own_peak_grows_by_what_it_holds(tiny_models, tmp_path):
+    """Against an independent figure: the same child with BALLAST_MIB of written bytes held reports that much more."""
+    from conftest import ballast_python
+
+    plain = _child_peak(tiny_models["dynamic"], ballast_python(tmp_path, 0))
+    fat = _child_peak(tiny_models["dynamic"], ballast_python(tmp_path, BALLAST_MIB))
+    assert 10 * MiB < plain < 300 * MiB
+    assert abs((fat - plain) / MiB - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain / MiB, fat / MiB)
+
+
+@pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
+def test_peak_rss_of_run_grows_by_what_the_child_holds_and_judges_the_budget_by_it(tiny_models, tmp_path):
+    """peak_rss_of_run's figure (polled and reported) against a known amount: BALLAST_MIB more, within the noise;
+    and a budget between the two figures is met by the plain child only."""
+    from conftest import ballast_python
+
+    plain = _run(tiny_models["dynamic"], 4096 * MiB, python=ballast_python(tmp_path, 0))
+    fat = _run(tiny_models["dynamic"], 4096 * MiB, python=ballast_python(tmp_path, BALLAST_MIB))
+    assert plain.error is None and fat.error is None, (plain.error, fat.error)
+    grew = (fat.peak_rss_bytes - plain.peak_rss_bytes) / MiB
+    assert abs(grew - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain.peak_rss_mib, fat.peak_rss_mib)
+    budget = plain.peak_rss_bytes + BALLAST_MIB * 3 // 4 * MiB  # 1.5x that is above the fat child: it runs to the end
+    assert _run(tiny_models["dynamic"], budget, python=ballast_python(tmp_path, 0)).fits
+    over = _run(tiny_models["dynamic"], budget, python=ballast_python(tmp_path, BALLAST_MIB))
+    assert over.error is None and not over.fits and over.peak_rss_bytes > budget
+
+
 def test_tiny_budget_is_enforced_by_killing_the_child(tiny_models):
     res = _run(tiny_models["dynamic"], 1 * MiB)
     assert not res.fits

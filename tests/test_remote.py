@@ -258,6 +258,23 @@ def test_local_target_answers_outputs_latency_rss_identity(tiny_tflite):
     assert 10 * 2**20 < mem.peak_rss_bytes < 2 * 2**30
 
 
+BALLAST_MIB, BALLAST_SLACK_MIB = 192, 16
+"""A known amount the worker is made to hold, and how closely its peak RSS must show it (tests/test_measure.py: the
+same child with and without it spread by under 1 MiB over six runs on a loaded 2-core VM)."""
+
+
+def test_worker_peak_rss_grows_by_what_it_holds(tiny_tflite, tmp_path):
+    """The worker's peak RSS against an independent figure: the same worker holding BALLAST_MIB reports that much more."""
+    from conftest import ballast_python
+
+    plain = targets.LocalTarget(ballast_python(tmp_path, 0)).run(tiny_tflite, memory_runs=2)
+    fat = targets.LocalTarget(ballast_python(tmp_path, BALLAST_MIB)).run(tiny_tflite, memory_runs=2)
+    assert plain.loads and fat.loads and plain.error is None and fat.error is None
+    assert 10 * 2**20 < plain.peak_rss_bytes < 300 * 2**20
+    grew = (fat.peak_rss_bytes - plain.peak_rss_bytes) / 2**20
+    assert abs(grew - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain.peak_rss_bytes, fat.peak_rss_bytes)
+
+
 def test_local_target_reports_the_runtimes_refusal(tmp_path):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\0" * 64)
@@ -438,6 +455,66 @@ exec {device_python} "$@"
     with SshTarget(sshd.spec(device_python)) as again:
         res = again.run(tiny_tflite, feeds=_feeds())
     assert res.loads and res.outputs.shape == (3, 3)
+
+
+SLOW_WORKER = """\
+\"\"\"`python THIS DELAY -m MODULE ARGS`: MODULE as python -m runs it, every inference DELAY s slower.\"\"\"
+import runpy, sys, time
+
+from edgemodels import runtime
+
+delay, run = float(sys.argv[1]), runtime.TFLiteModel.run
+runtime.TFLiteModel.run = lambda self, feeds: (time.sleep(delay), run(self, feeds))[1]
+sys.argv = [sys.argv[3], *sys.argv[4:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def _worker_wrapper(path: Path, python: str, worker_command: str) -> str:
+    """A remote python that runs `worker_command` for the worker (`-m edgemodels.arm_worker ...`) and is plain
+    `python` for everything else (the staging checks run `python -c ...`)."""
+    return _script(path, f'case "$*" in *edgemodels.arm_worker*) {worker_command};; esac\nexec {python} "$@"')
+
+
+def test_remote_latencies_are_the_remote_workers_own_timings(sshd, device_python, tiny_tflite, tmp_path):
+    """The samples are the remote worker's perf_counter around each inference, not the workstation's clock over the
+    SSH call: a remote python that starts LATE s late and whose inferences take DELAY s more shows DELAY (plus the
+    tiny model's sub-millisecond run) in every sample, while the call took over LATE s (wall / n would be > 0.6 s)."""
+    late, delay, rounds = 3.0, 0.05, 5
+    (tmp_path / "slow_worker.py").write_text(SLOW_WORKER)
+    slow_python = _worker_wrapper(tmp_path / "python-late-and-slow", device_python,
+                                  f'sleep {late}; exec {device_python} {tmp_path / "slow_worker.py"} {delay} "$@"')
+    timing = targets.Timing(rounds=rounds, warmup=1)
+    with SshTarget(sshd.spec(slow_python)) as slow_target:
+        slow = slow_target.run(tiny_tflite, threads=1, timing=timing)
+    with SshTarget(sshd.spec(device_python)) as fast_target:
+        fast = fast_target.run(tiny_tflite, threads=1, timing=timing)
+    assert len(slow.latency_s) == len(fast.latency_s) == rounds
+    assert slow.wall_s > late + (1 + rounds) * delay
+    # sleep(delay) never returns early; 0.25 s is slack for a loaded CI machine, far below (late / rounds).
+    assert all(delay <= s < delay + 0.25 for s in slow.latency_s), (slow.latency_s, slow.wall_s)
+    assert sum(slow.latency_s) < slow.wall_s - late
+    assert float(np.median(fast.latency_s)) < delay / 2, fast.latency_s  # the same remote, not slowed
+    stats, shown = slow.stats(), targets.measurement(slow, None)  # what the bench and `measure` report
+    assert delay <= stats.p50_s < delay + 0.25 and 1 / (delay + 0.25) < stats.inferences_per_s <= 1 / delay
+    assert 1000 * delay <= shown["p50_ms"] < 1000 * (delay + 0.25) and shown["rounds"] == rounds
+
+
+def test_remote_peak_rss_is_the_remote_workers_own(sshd, device_python, tiny_tflite, tmp_path):
+    """The remote's peak RSS against a known amount: the remote worker holding BALLAST_MIB reports that much more."""
+    from conftest import ballast_python
+
+    fat_python, lean_python = (
+        _worker_wrapper(tmp_path / f"python-{mib}", device_python,
+                        f'exec {" ".join(ballast_python(tmp_path, mib, device_python))} "$@"')
+        for mib in (BALLAST_MIB, 0))
+    with SshTarget(sshd.spec(lean_python)) as t:
+        plain = t.run(tiny_tflite, memory_runs=2)
+    with SshTarget(sshd.spec(fat_python)) as t:
+        fat = t.run(tiny_tflite, memory_runs=2)
+    assert plain.loads and fat.loads and plain.identity.via.startswith("ssh ")
+    grew = (fat.peak_rss_bytes - plain.peak_rss_bytes) / 2**20
+    assert abs(grew - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain.peak_rss_bytes, fat.peak_rss_bytes)
 
 
 def test_a_simulated_pi_is_checked_against_the_device(sshd, device_python, tmp_path):

@@ -3,7 +3,8 @@
 The sshd runs from a config in a temp dir (random free port, throwaway host and client keys, StrictModes
 off, no PAM); no other address is contacted. The remote python is a venv with only `.[device]` (no
 TensorFlow), built once and kept in the temp dir under a name hashed from pyproject.toml, because pip
-takes 20-60 s. Tests skip, with the install command, where /usr/sbin/sshd is absent.
+takes 20-60 s. Tests skip, with the install command, where /usr/sbin/sshd is absent (in CI they fail: conftest.missing).
+The emulated user-lands some of them use as the remote are conftest's `rootfs`, built where absent.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def start_sshd(root: Path, *, ulimit_fsize_kb: int | None = None) -> Sshd:
     if not SSHD.exists():
         missing("needs an OpenSSH server: sudo apt-get install openssh-server (scripts/setup does it)")
     if shutil.which("ssh-keygen") is None:
-        pytest.skip("needs ssh-keygen: sudo apt-get install openssh-client")
+        missing("needs ssh-keygen: sudo apt-get install openssh-client")
     if os.geteuid() == 0 and not Path("/run/sshd").is_dir():
         Path("/run/sshd").mkdir(mode=0o755)  # sshd's privilege-separation directory, made at boot by systemd
     root.mkdir(parents=True, exist_ok=True)
@@ -532,33 +533,24 @@ def test_a_simulated_pi_is_checked_against_the_device(sshd, device_python, tmp_p
 # ------------------------------------------------------------- an emulated ARM user-land as the remote
 
 
-def _built_rootfs(device: str) -> tuple[object, Path] | None:
-    """An emulated user-land already in a cache (the tests never build one here: that takes minutes)."""
-    from edgemodels import cache, emulation
-
-    target = emulation.TARGETS[device]
-    roots = {Path(os.environ.get("EDGEMODELS_TEST_ARM_CACHE", REPO / ".edge-cache")), cache.default_root()}
-    for root in roots:
-        d = emulation.rootfs_dir(target, root)
-        if (d / emulation.MARKER).is_file():
-            return target, d
-    return None
-
-
-@pytest.mark.parametrize("device", ["pi4", "pi3"])
-def test_an_emulated_user_land_as_the_remote_says_emulated(sshd, tiny_tflite, tmp_path, device):
+def _emulated_python(rootfs, device: str, path: Path) -> str:
+    """A remote python that is the emulated user-land's (QEMU, the device's CPU pinned), as a wrapper script."""
     from edgemodels import emulation
 
-    found = _built_rootfs(device)
-    if found is None:
-        pytest.skip(f"no emulated {device} user-land in the cache (built by test_emulation / the bench)")
-    target, rootfs = found
-    argv, env = emulation.qemu_invocation(target, rootfs, [])
+    argv, env = emulation.qemu_invocation(emulation.TARGETS[device], rootfs(device), [])
     site = env["PYTHONPATH"].split(":")[0]
-    wrapper = _script(tmp_path / f"python-{device}", (
+    return _script(path, (
         f"export QEMU_CPU={env['QEMU_CPU']} LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}\n"
         f"export PYTHONPATH=\"${{PYTHONPATH:+$PYTHONPATH:}}{site}\"\n"
         f"exec {' '.join(argv)} \"$@\""))
+
+
+@pytest.mark.parametrize("device", ["pi4", "pi3"])
+def test_an_emulated_user_land_as_the_remote_says_emulated(sshd, tiny_tflite, tmp_path, device, rootfs):
+    from edgemodels import emulation
+
+    target = emulation.TARGETS[device]
+    wrapper = _emulated_python(rootfs, device, tmp_path / f"python-{device}")
     res = SshTarget(sshd.spec(wrapper)).run(tiny_tflite, feeds=_feeds(), timing=targets.Timing(rounds=3))
     assert res.identity.emulated and res.identity.method == "emulated"
     assert res.identity.arch == {"pi4": "aarch64", "pi3": "armv7l"}[device]
@@ -607,18 +599,8 @@ def test_bench_over_ssh_rows_are_measured_on_the_remote(sshd, device_python, tmp
 
 
 @pytest.mark.slow
-def test_bench_over_ssh_on_an_emulated_user_land_carries_no_timing(sshd, tmp_path, bench_cache):
-    from edgemodels import emulation
-
-    found = _built_rootfs("pi4")
-    if found is None:
-        pytest.skip("no emulated pi4 user-land in the cache (built by test_emulation / the bench)")
-    target, rootfs = found
-    argv, env = emulation.qemu_invocation(target, rootfs, [])
-    wrapper = _script(tmp_path / "python-pi4", (
-        f"export QEMU_CPU={env['QEMU_CPU']} LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}\n"
-        f"export PYTHONPATH=\"${{PYTHONPATH:+$PYTHONPATH:}}{env['PYTHONPATH'].split(':')[0]}\"\n"
-        f"exec {' '.join(argv)} \"$@\""))
+def test_bench_over_ssh_on_an_emulated_user_land_carries_no_timing(sshd, tmp_path, bench_cache, rootfs):
+    wrapper = _emulated_python(rootfs, "pi4", tmp_path / "python-pi4")
     proc = _bench_remote(sshd, wrapper, tmp_path, "--device=native", "--modes=drq", "-k",
                          "throughput or memory or compat", cache=bench_cache)
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -43,7 +43,7 @@ def test_drop_vs_fp32(bench, case):
     if ref_case is None:
         pytest.skip(f"no {case.model} fp32 artifact in this run to compare against")
     require_trained(bench, bench.artifact(case), case)
-    drop = 100 * (bench.accuracy(ref_case).accuracy - bench.accuracy(case).accuracy)
+    drop = criteria.drop_pts(bench.accuracy(ref_case).accuracy, bench.accuracy(case).accuracy)
     bench.row(case).accuracy_delta_vs_fp32_pts = -drop  # the report's sign: negative = loss
     tol = criteria.MODE_DROP_TOLERANCE_PTS[case.quant]
     assert drop <= tol, f"{case.id}: {drop:.2f} points below {ref_case.id}; tolerance {tol} points for {case.quant}"
@@ -59,7 +59,7 @@ def test_compact_vs_large(bench, large, compact):
     for c in (big, small):
         require_trained(bench, bench.artifact(c), c)
     a_big, a_small = bench.accuracy(big), bench.accuracy(small)
-    drop = 100 * (a_big.accuracy - a_small.accuracy)
+    drop = criteria.drop_pts(a_big.accuracy, a_small.accuracy)
     bench.report.add_claim(claims.accuracy_drop(large, compact, a_big, a_small, bench.data_spec,
                                                 bench.claim_caveat(large, a_big, a_small)))
     assert drop <= criteria.PAPER_DROP_PTS, (

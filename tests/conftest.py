@@ -26,6 +26,9 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+SESSION_CACHE = os.environ.get("EDGEMODELS_CACHE")
+"""The cache the session was started with (in CI, the one .ci/run's bench passes share), read at import: before any
+test's private one (_hermetic_env)."""
 TINY_SEQ = 16
 """Sequence length of the fixed-length tiny-bert artifacts (short: conversion and inference stay fast)."""
 
@@ -65,6 +68,26 @@ def missing(why: str) -> None:
     pytest.skip(why)
 
 
+BALLAST_PY = """\
+\"\"\"Run `-m MODULE ARGS` as python would, holding argv[1] MiB the whole time (written, so resident).\"\"\"
+import runpy, sys
+
+ballast = b"\\x01" * (int(sys.argv[1]) * 2**20)  # bytes repetition writes every page
+if sys.argv[2] != "-m":
+    sys.exit(f"ballast: expected -m MODULE ARGS after the size, got {sys.argv[2:]}")
+sys.argv = [sys.argv[3], *sys.argv[4:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def ballast_python(directory: Path, mib: int, python: str = sys.executable) -> list[str]:
+    """A `python` command list (for LocalTarget, a remote's wrapper script) whose process
+    holds `mib` MiB more than plain `python -m ...` would: the independent, known figure a peak RSS must grow by."""
+    script = directory / "ballast.py"
+    script.write_text(BALLAST_PY)
+    return [python, str(script), str(mib)]
+
+
 def device_venv(extras: str, *, name: str | None = None, key_extras: bool = True) -> Path:
     """The python of a venv with only `.[extras]` installed (the device side: no TensorFlow), built once per
     machine and kept under the temp dir as NAME-KEY, KEY hashed from pyproject.toml and this Python's version
@@ -94,6 +117,38 @@ def device_venv(extras: str, *, name: str | None = None, key_extras: bool = True
             missing(f"cannot pip install .[{extras}] into a fresh venv (offline?): {pip.stderr[-300:]}")
         done.write_text(f"pip install .[{extras}]\n")
     return python
+
+
+@pytest.fixture(scope="session")
+def arm_cache() -> Path:
+    """Where the emulated ARM user-lands are kept: $EDGEMODELS_TEST_ARM_CACHE, else the session's EDGEMODELS_CACHE (in
+    CI the cache the bench passes beside this session build them into: each is built once, by whoever comes first,
+    under the cache's lock), else one per machine under the temp dir (as device_venv): a build downloads from the
+    Debian mirror and PyPI for about a minute a target, and rootfs names are hashed from their recipe."""
+    from edgemodels.run import qemu
+
+    ok, why = qemu.availability()
+    if not ok:
+        missing(f"ARM emulation unavailable: {why}")
+    named = os.environ.get("EDGEMODELS_TEST_ARM_CACHE") or SESSION_CACHE
+    return Path(named) if named else Path(tempfile.gettempdir()) / "edgemodels-test-arm-cache"
+
+
+@pytest.fixture(scope="session")
+def rootfs(arm_cache):
+    """device -> its emulated user-land (edgemodels.run.rootfs.ensure_rootfs), built if absent, looked up at most once
+    a session. A failed build (say, the mirror unreachable) fails the test that needs it: never a skip."""
+    from edgemodels import devices
+    from edgemodels.run import rootfs as rfs
+
+    built: dict[str, Path] = {}
+
+    def get(device: str) -> Path:
+        if device not in built:
+            built[device] = rfs.ensure_rootfs(devices.get(device), arm_cache)
+        return built[device]
+
+    return get
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
 """Tests for edgemodels.run.qemu: the device's own ARM runtime under QEMU user-mode emulation.
 
 Unit tests always run (no QEMU, no network). Tests marked `emulation` build a Debian ARM user-land
-once per session (about a minute; reused via EDGEMODELS_CACHE) and skip, with the reason, when
-qemu-user-static/debootstrap are missing.
+once (about a minute; kept in conftest's `arm_cache`) and skip, with the reason, when
+qemu-user-static/debootstrap are missing: in CI that is a failure (conftest.missing).
 """
 
 from __future__ import annotations
@@ -319,26 +319,7 @@ def test_a_run_rejects_bad_arguments(tmp_path):
 # ============================================================ integration: real QEMU
 
 
-@pytest.fixture(scope="session")
-def arm_cache(tmp_path_factory) -> Path:
-    ok, why = emu.availability()
-    if not ok:
-        pytest.skip(why)
-    env = os.environ.get("EDGEMODELS_CACHE")
-    return Path(env) if env else tmp_path_factory.mktemp("edge-cache")
-
-
-@pytest.fixture(scope="session")
-def rootfs(arm_cache):
-    """device -> built rootfs, each built at most once per session (and reused across sessions)."""
-    built: dict[str, Path] = {}
-
-    def get(device: str) -> Path:
-        if device not in built:
-            built[device] = rfs.ensure_rootfs(TARGETS[device], arm_cache)
-        return built[device]
-
-    return get
+# `rootfs` (device -> its built user-land) and `arm_cache` are tests/conftest.py's: shared with test_remote.
 
 
 @pytest.fixture(scope="session")

@@ -233,6 +233,46 @@ def test_a_limit_above_the_peak_lets_it_run_to_the_end(tiny_models):
     assert res.peak_rss_bytes > 0.7 * first.peak_rss_bytes
 
 
+BALLAST_MIB = 192
+"""What the worker is made to hold on top of its normal run: far above the run-to-run noise, far from 100 MiB."""
+BALLAST_SLACK_MIB = 16
+"""The two workers differ only in the ballast (same code, model, runtime, threads): the ballast must show within
+this much. Generous: six runs of each on a loaded 2-core VM spread by under 1 MiB, the ballast by 192.0."""
+
+
+@pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
+def test_the_peak_grows_by_what_the_worker_holds(tiny_models, tmp_path):
+    """Against an independent figure: the same worker holding BALLAST_MIB of written bytes reports that much more
+    (the larger of its own VmHWM and what this host polled: tests/test_remote.py checks the remote's own figure)."""
+    from conftest import ballast_python
+
+    from edgemodels.run.targets import LocalTarget
+
+    def peak(mib: int) -> int:
+        return LocalTarget(ballast_python(tmp_path, mib)).run(tiny_models["dynamic"], threads=1, memory_runs=2,
+                                                              seq_len=16).peak_rss_bytes
+
+    plain, fat = peak(0), peak(BALLAST_MIB)
+    assert 10 * MiB < plain < 300 * MiB
+    assert abs((fat - plain) / MiB - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain / MiB, fat / MiB)
+
+
+@pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")
+def test_a_limit_between_the_two_figures_stops_only_the_heavier_worker(tiny_models, tmp_path):
+    from conftest import ballast_python
+
+    from edgemodels.run.targets import LocalTarget
+
+    def run(mib: int, limit: int | None):
+        return LocalTarget(ballast_python(tmp_path, mib)).run(tiny_models["dynamic"], threads=1, memory_runs=2,
+                                                              seq_len=16, memory_limit_bytes=limit)
+
+    plain = run(0, None).peak_rss_bytes
+    limit = plain + BALLAST_MIB // 2 * MiB
+    assert run(0, limit).killed_at_bytes is None
+    assert run(BALLAST_MIB, limit).killed_at_bytes is not None
+
+
 def test_a_tiny_limit_is_enforced_by_stopping_the_worker(tiny_models):
     res = _run(tiny_models["dynamic"], 1 * MiB)
     assert res.killed_at_bytes is not None and res.killed_at_bytes > 1 * MiB

@@ -3,7 +3,8 @@
 The sshd runs from a config in a temp dir (random free port, throwaway host and client keys, StrictModes
 off, no PAM); no other address is contacted. The remote python is a venv with only `.[device]` (no
 TensorFlow), built once and kept in the temp dir under a name hashed from pyproject.toml, because pip
-takes 20-60 s. Tests skip, with the install command, where /usr/sbin/sshd is absent.
+takes 20-60 s. Tests skip, with the install command, where /usr/sbin/sshd is absent (in CI they fail: conftest.missing).
+The emulated user-lands some of them use as the remote are conftest's `rootfs`, built where absent.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def start_sshd(root: Path, *, ulimit_fsize_kb: int | None = None) -> Sshd:
     if not SSHD.exists():
         missing("needs an OpenSSH server: sudo apt-get install openssh-server (scripts/setup does it)")
     if shutil.which("ssh-keygen") is None:
-        pytest.skip("needs ssh-keygen: sudo apt-get install openssh-client")
+        missing("needs ssh-keygen: sudo apt-get install openssh-client")
     if os.geteuid() == 0 and not Path("/run/sshd").is_dir():
         Path("/run/sshd").mkdir(mode=0o755)  # sshd's privilege-separation directory, made at boot by systemd
     root.mkdir(parents=True, exist_ok=True)
@@ -257,6 +258,23 @@ def test_local_target_answers_outputs_latency_rss_identity(tiny_tflite):
     assert res.identity.arch == os.uname().machine and res.identity.cores == os.cpu_count()
     mem = t.run(tiny_tflite, memory_runs=2)
     assert 10 * 2**20 < mem.peak_rss_bytes < 2 * 2**30
+
+
+BALLAST_MIB, BALLAST_SLACK_MIB = 192, 16
+"""A known amount the worker is made to hold, and how closely its peak RSS must show it (tests/test_measure.py: the
+same child with and without it spread by under 1 MiB over six runs on a loaded 2-core VM)."""
+
+
+def test_worker_peak_rss_grows_by_what_it_holds(tiny_tflite, tmp_path):
+    """The worker's peak RSS against an independent figure: the same worker holding BALLAST_MIB reports that much more."""
+    from conftest import ballast_python
+
+    plain = targets.LocalTarget(ballast_python(tmp_path, 0)).run(tiny_tflite, memory_runs=2)
+    fat = targets.LocalTarget(ballast_python(tmp_path, BALLAST_MIB)).run(tiny_tflite, memory_runs=2)
+    assert plain.loads and fat.loads and plain.error is None and fat.error is None
+    assert 10 * 2**20 < plain.peak_rss_bytes < 300 * 2**20
+    grew = (fat.peak_rss_bytes - plain.peak_rss_bytes) / 2**20
+    assert abs(grew - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain.peak_rss_bytes, fat.peak_rss_bytes)
 
 
 def test_local_target_reports_the_runtimes_refusal(tmp_path):
@@ -441,6 +459,66 @@ exec {device_python} "$@"
     assert res.loads and res.outputs.shape == (3, 3)
 
 
+SLOW_WORKER = """\
+\"\"\"`python THIS DELAY -m MODULE ARGS`: MODULE as python -m runs it, every inference DELAY s slower.\"\"\"
+import runpy, sys, time
+
+from edgemodels.run import runtime
+
+delay, run = float(sys.argv[1]), runtime.TFLiteModel.run
+runtime.TFLiteModel.run = lambda self, feeds: (time.sleep(delay), run(self, feeds))[1]
+sys.argv = [sys.argv[3], *sys.argv[4:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def _worker_wrapper(path: Path, python: str, worker_command: str) -> str:
+    """A remote python that runs `worker_command` for the worker (`-m edgemodels.run.worker ...`) and is plain
+    `python` for everything else (the staging checks run `python -c ...`)."""
+    return _script(path, f'case "$*" in *edgemodels.run.worker*) {worker_command};; esac\nexec {python} "$@"')
+
+
+def test_remote_latencies_are_the_remote_workers_own_timings(sshd, device_python, tiny_tflite, tmp_path):
+    """The samples are the remote worker's perf_counter around each inference, not the workstation's clock over the
+    SSH call: a remote python that starts LATE s late and whose inferences take DELAY s more shows DELAY (plus the
+    tiny model's sub-millisecond run) in every sample, while the call took over LATE s (wall / n would be > 0.6 s)."""
+    late, delay, rounds = 3.0, 0.05, 5
+    (tmp_path / "slow_worker.py").write_text(SLOW_WORKER)
+    slow_python = _worker_wrapper(tmp_path / "python-late-and-slow", device_python,
+                                  f'sleep {late}; exec {device_python} {tmp_path / "slow_worker.py"} {delay} "$@"')
+    timing = targets.Timing(rounds=rounds, warmup=1)
+    with SshTarget(sshd.spec(slow_python)) as slow_target:
+        slow = slow_target.run(tiny_tflite, threads=1, timing=timing)
+    with SshTarget(sshd.spec(device_python)) as fast_target:
+        fast = fast_target.run(tiny_tflite, threads=1, timing=timing)
+    assert len(slow.latency_s) == len(fast.latency_s) == rounds
+    assert slow.wall_s > late + (1 + rounds) * delay
+    # sleep(delay) never returns early; 0.25 s is slack for a loaded CI machine, far below (late / rounds).
+    assert all(delay <= s < delay + 0.25 for s in slow.latency_s), (slow.latency_s, slow.wall_s)
+    assert sum(slow.latency_s) < slow.wall_s - late
+    assert float(np.median(fast.latency_s)) < delay / 2, fast.latency_s  # the same remote, not slowed
+    stats, shown = slow.stats(), targets.measurement(slow, None)  # what the bench and `measure` report
+    assert delay <= stats.p50_s < delay + 0.25 and 1 / (delay + 0.25) < stats.inferences_per_s <= 1 / delay
+    assert 1000 * delay <= shown["p50_ms"] < 1000 * (delay + 0.25) and shown["rounds"] == rounds
+
+
+def test_remote_peak_rss_is_the_remote_workers_own(sshd, device_python, tiny_tflite, tmp_path):
+    """The remote's peak RSS against a known amount: the remote worker holding BALLAST_MIB reports that much more."""
+    from conftest import ballast_python
+
+    fat_python, lean_python = (
+        _worker_wrapper(tmp_path / f"python-{mib}", device_python,
+                        f'exec {" ".join(ballast_python(tmp_path, mib, device_python))} "$@"')
+        for mib in (BALLAST_MIB, 0))
+    with SshTarget(sshd.spec(lean_python)) as t:
+        plain = t.run(tiny_tflite, memory_runs=2)
+    with SshTarget(sshd.spec(fat_python)) as t:
+        fat = t.run(tiny_tflite, memory_runs=2)
+    assert plain.loads and fat.loads and plain.identity.via.startswith("ssh ")
+    grew = (fat.peak_rss_bytes - plain.peak_rss_bytes) / 2**20
+    assert abs(grew - BALLAST_MIB) < BALLAST_SLACK_MIB, (plain.peak_rss_bytes, fat.peak_rss_bytes)
+
+
 def test_a_simulated_pi_is_checked_against_the_device(sshd, device_python, tmp_path):
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
@@ -456,36 +534,25 @@ def test_a_simulated_pi_is_checked_against_the_device(sshd, device_python, tmp_p
 # ------------------------------------------------------------- an emulated ARM user-land as the remote
 
 
-def _built_rootfs(device: str) -> tuple[object, Path] | None:
-    """An emulated user-land already in a cache (the tests never build one here: that takes minutes)."""
-    from edgemodels.store import cache
-    from edgemodels.run import qemu as emulation
-
+def _emulated_python(rootfs, device: str, path: Path) -> str:
+    """A remote python that is the emulated user-land's (QEMU, the device's CPU pinned), as a wrapper script."""
     from edgemodels import devices
-    target = devices.get(device)
-    roots = {Path(os.environ.get("EDGEMODELS_TEST_ARM_CACHE", REPO / ".edge-cache")), cache.default_root()}
-    for root in roots:
-        from edgemodels.run import rootfs as rfs
-        d = rfs.rootfs_dir(target, root)
-        if (d / emulation.MARKER).is_file():
-            return target, d
-    return None
-
-
-@pytest.mark.parametrize("device", ["pi4", "pi3"])
-def test_an_emulated_user_land_as_the_remote_says_emulated(sshd, tiny_tflite, tmp_path, device):
     from edgemodels.run import qemu as emulation
 
-    found = _built_rootfs(device)
-    if found is None:
-        pytest.skip(f"no emulated {device} user-land in the cache (built by test_emulation / the bench)")
-    target, rootfs = found
-    argv, env = emulation.qemu_invocation(target, rootfs, [])
+    argv, env = emulation.qemu_invocation(devices.get(device), rootfs(device), [])
     site = env["PYTHONPATH"].split(":")[0]
-    wrapper = _script(tmp_path / f"python-{device}", (
+    return _script(path, (
         f"export QEMU_CPU={env['QEMU_CPU']} LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}\n"
         f"export PYTHONPATH=\"${{PYTHONPATH:+$PYTHONPATH:}}{site}\"\n"
         f"exec {' '.join(argv)} \"$@\""))
+
+
+@pytest.mark.parametrize("device", ["pi4", "pi3"])
+def test_an_emulated_user_land_as_the_remote_says_emulated(sshd, tiny_tflite, tmp_path, device, rootfs):
+    from edgemodels import devices
+
+    target = devices.get(device)
+    wrapper = _emulated_python(rootfs, device, tmp_path / f"python-{device}")
     res = SshTarget(sshd.spec(wrapper)).run(tiny_tflite, feeds=_feeds(), timing=targets.Timing(rounds=3))
     assert res.identity.emulated and res.identity.method == "emulated"
     assert res.identity.arch == {"pi4": "aarch64", "pi3": "armv7l"}[device]
@@ -534,18 +601,8 @@ def test_bench_over_ssh_rows_are_measured_on_the_remote(sshd, device_python, tmp
 
 
 @pytest.mark.slow
-def test_bench_over_ssh_on_an_emulated_user_land_carries_no_timing(sshd, tmp_path, bench_cache):
-    from edgemodels.run import qemu as emulation
-
-    found = _built_rootfs("pi4")
-    if found is None:
-        pytest.skip("no emulated pi4 user-land in the cache (built by test_emulation / the bench)")
-    target, rootfs = found
-    argv, env = emulation.qemu_invocation(target, rootfs, [])
-    wrapper = _script(tmp_path / "python-pi4", (
-        f"export QEMU_CPU={env['QEMU_CPU']} LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}\n"
-        f"export PYTHONPATH=\"${{PYTHONPATH:+$PYTHONPATH:}}{env['PYTHONPATH'].split(':')[0]}\"\n"
-        f"exec {' '.join(argv)} \"$@\""))
+def test_bench_over_ssh_on_an_emulated_user_land_carries_no_timing(sshd, tmp_path, bench_cache, rootfs):
+    wrapper = _emulated_python(rootfs, "pi4", tmp_path / "python-pi4")
     proc = _bench_remote(sshd, wrapper, tmp_path, "--device=native", "--modes=drq", "-k",
                          "throughput or memory or compat", cache=bench_cache)
     assert proc.returncode == 0, proc.stdout[-3000:]

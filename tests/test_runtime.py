@@ -186,7 +186,7 @@ def test_truncated_file_with_tensorflow_runtime_is_modelloaderror(toys, tmp_path
 
 
 def test_available_lists_installed_runtimes_in_preference_order_without_importing_tf():
-    code = ("import sys, json; from edgemodels import runtime; "
+    code = ("import sys, json; from edgemodels.run import runtime; "
             "print(json.dumps([[r.name, r.version] for r in runtime.available()] + ['tensorflow' in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgemodels.report.rows import Claim, ReportError, Row
 from edgemodels.study import criteria
+from edgemodels.study.criteria import drop_pts
 from edgemodels.study.matrix import Case
 
 
@@ -37,8 +38,8 @@ def caveat(scale: str, data_kind: str, large_trained: bool, large_accuracy: floa
     elif large_accuracy is not None and majority is not None and large_accuracy <= majority:
         why.append(f"the large model ({large_accuracy:.1%}) does not beat the majority class ({majority:.1%})")
     elif large_accuracy is not None and compact_accuracy is not None \
-            and 100 * (compact_accuracy - large_accuracy) > criteria.PAPER_DROP_PTS:
-        why.append(f"the compact model beats the large one by {100 * (compact_accuracy - large_accuracy):.2f} pt: "
+            and drop_pts(compact_accuracy, large_accuracy) > criteria.PAPER_DROP_PTS:
+        why.append(f"the compact model beats the large one by {drop_pts(compact_accuracy, large_accuracy):.2f} pt: "
                    "the large reference is under-trained")
     return "; ".join(why) or None
 
@@ -53,10 +54,10 @@ def size_ratio(defn: criteria.RatioDefinition, value: float, detail: str) -> Cla
 
 def accuracy_drop(large: str, compact: str, a_big, a_small, data_spec: str, why_untested: str | None) -> Claim:
     """The paper's -4.1 points: `compact` drq against `large` fp32 on the same evaluation split (evaluate results)."""
-    drop = 100 * (a_big.accuracy - a_small.accuracy)
+    drop = drop_pts(a_big.accuracy, a_small.accuracy)
     return Claim(
         claim="compressed model loses 4.1 accuracy points", paper=f"Δ -{criteria.PAPER_DROP_PTS} pt",
-        ours=f"Δ {-drop:+.2f} pt ({compact} drq {a_small.accuracy:.4f} vs {large} fp32 {a_big.accuracy:.4f}, "
+        ours=f"Δ {0.0 - drop:+.2f} pt ({compact} drq {a_small.accuracy:.4f} vs {large} fp32 {a_big.accuracy:.4f}, "
              f"n={a_big.n}, {data_spec})",
         definition=f"Δ = {compact} drq .tflite accuracy - {large} fp32 .tflite accuracy, same evaluation split; "
                    "negative = loss",
@@ -66,11 +67,11 @@ def accuracy_drop(large: str, compact: str, a_big, a_small, data_spec: str, why_
 def strict_ratio(ratio: float, case_id: str, size: int, budget: int, acc, ref_id: str, ref_acc, left_out: str,
                  why_untested: str | None) -> Claim:
     """Issue 12's strict row: BERT-Large fp32 .tflite bytes / the smallest deployable artifact within 4.1 points."""
-    drop = 100 * (ref_acc.accuracy - acc.accuracy)
+    drop = drop_pts(ref_acc.accuracy, acc.accuracy)
     return Claim(
         claim="deployable model >= 160x smaller than deployable BERT-Large, within 4.1 points", paper="160x, Δ -4.1 pt",
         ours=f"{ratio:.1f}x: {case_id} {size:,} bytes (budget {budget:,}), accuracy {acc.accuracy:.4f} vs {ref_id} "
-             f"{ref_acc.accuracy:.4f} (Δ {-drop:+.2f} pt, n={acc.n}){left_out}",
+             f"{ref_acc.accuracy:.4f} (Δ {0.0 - drop:+.2f} pt, n={acc.n}){left_out}",
         definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
                    "of the large reference's fp32 accuracy, among those the device's runtime is not known to refuse "
                    "(edgemodels/expected.py); its loading is checked by test_compat",

@@ -73,7 +73,7 @@ def strict(s) -> Strict:
             continue
         acc = s.accuracy(c)
         ratio = large_bytes / s.artifact(c).size_bytes
-        if 100 * (ref_acc.accuracy - acc.accuracy) <= criteria.PAPER_DROP_PTS and (best is None or ratio > best.ratio):
+        if criteria.drop_pts(ref_acc.accuracy, acc.accuracy) <= criteria.PAPER_DROP_PTS and (best is None or ratio > best.ratio):
             best = StrictCandidate(ratio, c, acc, s.artifact(c).size_bytes)
     left_out = (f"; left out, {s.profile.runtime} {s.profile.runtime_version} on {s.device} refuses them: "
                 f"{', '.join(refused)}") if refused else ""

@@ -12,16 +12,23 @@ here simply assert, and a record whose outcome stops happening makes its test XP
 
 import pytest
 
-from edgemodels.bench.metrics.accuracy import require_trained
+from edgemodels.bench.metrics.accuracy import untrained
 from edgemodels.report import claims
 from edgemodels.study import criteria
 
 pytestmark = pytest.mark.accuracy
 
 
+def require_trained(art, case):
+    """A random init's accuracy is meaningless: fail where pretrained weights should be here, else skip."""
+    why = untrained(art, case)
+    if why is not None:
+        (pytest.fail if why[0] else pytest.skip)(why[1])
+
+
 def test_accuracy_floor(bench, case):
     art = bench.artifact(case)
-    require_trained(bench, art, case)
+    require_trained(art, case)
     acc = bench.accuracy(case)
     row = bench.row(case)
     row.accuracy, row.macro_f1 = acc.accuracy, acc.macro_f1
@@ -42,7 +49,7 @@ def test_drop_vs_fp32(bench, case):
         pytest.skip(f"{case.model} is a ready .tflite used as it is: no fp32 sibling of it to compare against")
     if ref_case is None:
         pytest.skip(f"no {case.model} fp32 artifact in this run to compare against")
-    require_trained(bench, bench.artifact(case), case)
+    require_trained(bench.artifact(case), case)
     drop = criteria.drop_pts(bench.accuracy(ref_case).accuracy, bench.accuracy(case).accuracy)
     bench.row(case).accuracy_delta_vs_fp32_pts = -drop  # the report's sign: negative = loss
     tol = criteria.MODE_DROP_TOLERANCE_PTS[case.quant]
@@ -57,7 +64,7 @@ def test_compact_vs_large(bench, large, compact):
     if big is None or small is None:
         pytest.skip(f"needs {large} fp32 and {compact} drq in this run's matrix")
     for c in (big, small):
-        require_trained(bench, bench.artifact(c), c)
+        require_trained(bench.artifact(c), c)
     a_big, a_small = bench.accuracy(big), bench.accuracy(small)
     drop = criteria.drop_pts(a_big.accuracy, a_small.accuracy)
     bench.report.add_claim(claims.accuracy_drop(large, compact, a_big, a_small, bench.data_spec,

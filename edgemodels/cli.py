@@ -129,7 +129,13 @@ def check_options(args) -> None:
 
     if getattr(args, "data", None) is not None and args.command in ("build", "evaluate", "data", "export"):
         data.parse_spec(args.data)  # DataError naming the spec: even where the model would never read it
+    if args.command in ("build", "export"):  # an unusable file (no rows, one class) stops here, before TensorFlow
+        data.check_loadable(args.data, seed=getattr(args, "seed", 0), val_fraction=getattr(args, "val_fraction", 0.1),
+                            group_split=getattr(args, "group_split", False))
     if args.command == "build":
+        from edgemodels.build import sources
+
+        sources.check(args.model)  # a dir: source's config and weights (a truncated tf_model.h5), before TensorFlow
         limit = max_positions(args.model)  # also parses --model: a bad spec is a one-line error here
         for flag, value in (("--seq", args.seq), ("--max-length", args.max_length)):
             if limit is not None and value is not None and value > limit:
@@ -150,15 +156,18 @@ def cmd_data_stats(args) -> int:
 
     ds = data.load(args.data, args.split, seed=args.seed, val_fraction=args.val_fraction)
     spec = data.parse_spec(args.data)
+    dups = data.cross_split_duplicates(spec, seed=args.seed, val_fraction=args.val_fraction)
     out = {"data": str(spec), "split": args.split, "examples": len(ds.examples),
            "labels": ds.label_counts(), "skipped": dict(ds.skipped), "fingerprint": ds.fingerprint,
            "majority_accuracy": ds.majority_accuracy(), "label_mapping": spec.label_mapping,
-           "label_rule": spec.label_rule}
+           "label_rule": spec.label_rule, "cross_split_duplicates": dups}
     human = "\n".join([
         f"{out['data']} [{args.split}]: {out['examples']} examples",
         "labels:  " + ", ".join(f"{k} {v}" for k, v in out["labels"].items()),
         f"label mapping: {spec.label_rule}",
         "skipped: " + (", ".join(f"{k} {v}" for k, v in out["skipped"].items()) or "none"),
+        "cross-split duplicates (exact text also in training; dropped from the evaluation split): "
+        + ", ".join(f"{k} {v}" for k, v in dups.items()),
         f"fingerprint: {ds.fingerprint}",
     ])
     _emit(args, out, human)
@@ -169,20 +178,29 @@ def cmd_build(args) -> int:
     _quiet_tf(args)
     from dataclasses import replace
 
-    from edgemodels.store import cache
     from edgemodels.build import pipeline, train
+    from edgemodels.store import cache
+    from edgemodels.study import matrix as suite
 
-    cfg = train.scale(args.scale)
+    # smoke: the smoke bench's budget, and a random init (tiny-bert) trained from scratch, as that bench does
+    cfg = suite.get_scale("smoke").train_config(args.model) if args.scale == "smoke" else train.scale(args.scale)
     overrides = {k: v for k, v in dict(epochs=args.epochs, max_examples=args.max_examples,
                                        max_length=args.max_length, learning_rate=args.lr,
                                        class_weights=args.class_weights or None, seed=args.seed,
                                        frozen_layers=args.freeze_layers).items()
                  if v is not None}
     kd = {k: v for k, v in dict(temperature=args.kd_temperature, alpha=args.kd_alpha).items() if v is not None}
+    given = [flag for flag, value in (
+        ("--epochs", args.epochs), ("--max-examples", args.max_examples), ("--lr", args.lr),
+        ("--class-weights", args.class_weights or None), ("--freeze-layers", args.freeze_layers),
+        ("--group-split", args.group_split or None), ("--kd-temperature", args.kd_temperature),
+        ("--kd-alpha", args.kd_alpha),
+        ("--max-length", args.max_length if args.seq is not None else None),  # a dynamic model's length: used
+    ) if value is not None]
     req = pipeline.BuildRequest(
         model=args.model, quant=args.quant, data=args.data, seq=args.seq, train=replace(cfg, **overrides),
         weights_dir=args.weights, group_split=args.group_split, val_fraction=args.val_fraction,
-        distill=replace(train.DistillConfig(), **kd),
+        distill=replace(train.DistillConfig(), **kd), from_scratch=args.scale == "smoke", train_options=tuple(given),
     )
     art = pipeline.build(req, cache.ArtifactCache(args.cache))
     out = art.summary()
@@ -214,18 +232,16 @@ def cmd_evaluate(args) -> int:
     if not tflite.is_file():
         raise OptionError(f"{tflite}: no such file; pass a .tflite built by `edgemodels build` (its path is in "
                           "the build's JSON as \"tflite\"), or your own with --tokenizer DIR and --labels a,b,c")
-    labels = sources.parse_labels(args.labels) if args.labels else None
+    labels = sources.given_labels(tflite, args.labels)  # --labels against the manifest's order: a conflict is an error
     if args.tokenizer:
         tok_dir, max_length = Path(args.tokenizer), args.max_length
         pad = args.pad_id if args.pad_id is not None else models.pad_id(models.load_tokenizer(tok_dir))
-        labels = labels or sources.manifest_labels(tflite)
         if labels is None:  # never assume a foreign model's output order
             raise OptionError(f"{tflite}: no edgemodels manifest beside it names its classes; pass --labels a,b,c "
                               "in the order of the model's outputs")
     elif (tflite.parent / "manifest.json").is_file() or not (tflite.parent / pipeline.TOKENIZER_DIR).is_dir():
         mf = pipeline.manifest_for(tflite)
         tok_dir, max_length, pad = tflite.parent / pipeline.TOKENIZER_DIR, mf["max_length"], mf["pad_id"]
-        labels = labels or sources.manifest_labels(tflite)
     else:  # a foreign .tflite with its tokenizer/ beside it: pad from the tokenizer, length from the model
         src = sources.parse(f"tflite:{tflite}", labels=args.labels)
         tok_dir, max_length = src.tokenizer, args.max_length
@@ -477,7 +493,9 @@ def parser() -> argparse.ArgumentParser:
                         "or hf:ORG/NAME (the hub or its cache)")
     b.add_argument("--quant", required=True, choices=list(MODES))
     b.add_argument("--seq", type=_seq, default=128, help="sequence length, or 'dynamic' (default 128)")
-    b.add_argument("--scale", default="ci", choices=("ci", "paper"), help="training budget preset (default ci)")
+    b.add_argument("--scale", default="ci", choices=("smoke", "ci", "paper"),
+                   help="training budget preset (default ci); smoke: the smoke bench's, and a model without pretrained "
+                        "weights (tiny-bert) is trained from scratch instead of built untrained")
     b.add_argument("--epochs", type=_positive_int)
     b.add_argument("--max-examples", type=_positive_int)
     b.add_argument("--max-length", type=_seq_length, help="training truncation length, 2 .. the model's positions")

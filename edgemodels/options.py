@@ -108,10 +108,10 @@ class Option:
         return kw
 
 
-def _device_help() -> str:
-    from edgemodels.devices import NAMES
+def _modes() -> tuple[str, ...]:
+    from edgemodels.build.modes import MODES
 
-    return f"target device: {', '.join(NAMES)} (default: the Pi this runs on, else desktop)"
+    return tuple(MODES)
 
 
 TABLE: dict[str, Option] = {o.flag: o for o in (
@@ -130,8 +130,8 @@ TABLE: dict[str, Option] = {o.flag: o for o in (
     Option("--models", "comma-separated models to keep from the scale's matrix, or model sources (dir:PATH, "
                        "hf:ORG/NAME, tflite:PATH); an unknown name is an error listing the valid ones",
            type=csv_names, metavar="A,B"),
-    Option("--modes", "comma-separated quantization modes to keep (those in the scale's matrix; a dir:/hf: model "
-                      "is built in each)", type=csv_names, metavar="A,B"),
+    Option("--modes", f"comma-separated quantization modes to keep: {', '.join(_modes())} (those in the scale's matrix; "
+                      "a dir:/hf: model is built in each)", type=csv_names, metavar="A,B"),
     Option("--tokenizer", "for a ready .tflite (tflite:PATH): its tokenizer directory (default: tokenizer/ beside "
                           "the file)", metavar="DIR"),
     Option("--labels", "for a ready .tflite: its class names in output order (default: an edgemodels manifest.json "

@@ -71,3 +71,17 @@ def test_bad_tflite_source_is_a_one_line_usage_error(shipped, tmp_path):
     assert r.returncode == 4 and "--labels negative,positive" in r.stderr, r.stderr  # class names unknown
     r = _bench(tmp_path, "--labels=a,b", "--collect-only")
     assert r.returncode == 4 and "use them with --models tflite:PATH" in r.stderr, r.stderr
+
+
+def test_a_ready_random_init_skips_the_accuracy_floor_saying_why(tiny, tmp_path):
+    """Its edgemodels manifest says trained: false (tiny-bert, never fine-tuned): the floor used to fail with the
+    internal "unknown model 'tflite:...'"; a random init has no accuracy worth asserting, so it skips, saying so."""
+    art = tiny.artifact("drq")
+    assert art.manifest["trained"] is False
+    d = tmp_path / "random-init"
+    shutil.copytree(art.tflite.parent, d)
+    r = _bench(tmp_path, f"--models=tflite:{d / 'model.tflite'}", f"--data={tiny.data}", "-k", "test_accuracy_floor")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    skips = [line for line in r.stdout.splitlines() if line.startswith("SKIPPED") and "test_accuracy.py" in line]
+    assert len(skips) == 1 and "its edgemodels manifest records a random init" in skips[0], r.stdout[-3000:]
+    assert "unknown model" not in r.stdout

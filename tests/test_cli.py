@@ -451,3 +451,75 @@ def test_a_full_disk_during_build_is_one_line(tmp_path, tiny_csv):
         assert lines[0].startswith(f"edgemodels: error: {fs / 'cache' / 'trained'}/tiny-bert-")
         assert "no space left on device; nothing half-built was kept: free space on that filesystem" in lines[0]
         assert not [p for p in (fs / "cache").rglob("*building*")]  # the partial build is gone
+
+
+# ---------------------------------------------------------------- issue 23: nothing silently ignored
+
+
+def test_data_stats_counts_cross_split_duplicates(tmp_path):
+    rows = [f"fake text {i},{('up', 'down')[i % 2]}" for i in range(40)]
+    f = tmp_path / "dup.csv"
+    f.write_text("\n".join(["text,label", *rows, *rows[:8] * 3]) + "\n")
+    d = _json(["data", "stats", "--data", f"csv:{f}", "--split", "validation", "--json"])
+    dropped = d["cross_split_duplicates"]["validation"]
+    assert dropped > 0 and d["skipped"] == {"duplicate_of_train": dropped}
+    rc, out, _ = _run(["data", "stats", "--data", f"csv:{f}"])
+    assert rc == 0 and f"cross-split duplicates (exact text also in training; dropped from the evaluation split): " \
+                       f"validation {dropped}" in out
+
+
+def test_training_options_for_an_untrained_random_init_are_refused_not_ignored(tiny_csv, tmp_path, monkeypatch):
+    """tiny-bert at ci scale is built untrained: --epochs used to give "trained": false, "train_seconds": 0."""
+    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    base = ["build", "--model", "tiny-bert", "--quant", "drq", "--data", f"csv:{tiny_csv}", "--cache", str(tmp_path)]
+    _assert_user_error([*base, "--epochs", "3"], "--epochs: tiny-bert has no pretrained weights",
+                       "--scale smoke trains it from scratch")
+    _assert_user_error([*base, "--lr", "0.01", "--class-weights"], "--lr, --class-weights: tiny-bert")
+    assert not list(tmp_path.rglob("*.tflite")) and not list(tmp_path.rglob("weights"))  # refused before any work
+
+
+def test_scale_smoke_trains_a_random_init_from_scratch(tiny_csv, tmp_path, monkeypatch):
+    from edgemodels.build import pipeline
+    from edgemodels.study import matrix as suite
+
+    seen = []
+
+    def capture(req, store):
+        seen.append(req)
+        raise pipeline.cache_mod.CacheError("stop here")
+
+    monkeypatch.setattr(pipeline, "build", capture)
+    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    _assert_user_error(["build", "--model", "tiny-bert", "--quant", "drq", "--scale", "smoke", "--epochs", "1",
+                        "--data", f"csv:{tiny_csv}", "--cache", str(tmp_path)], "stop here")
+    req = seen[0]
+    assert req.from_scratch is True and req.train.epochs == 1 and req.train_options == ("--epochs",)
+    # otherwise the smoke bench's budget: `build --scale smoke` reuses the bench's cache entries
+    smoke = suite.get_scale("smoke").train_config("tiny-bert")
+    assert req.train.learning_rate == smoke.learning_rate and req.train.max_examples == smoke.max_examples
+
+
+def test_evaluate_labels_contradicting_the_manifest_exit_2(built, tiny_csv):
+    """The manifest beside the file records its outputs' order: another --labels order used to be accepted."""
+    tflite = built[0]["tflite"]
+    _assert_user_error(["evaluate", "--tflite", f"tflite:{tflite}", "--labels", "positive,negative,neutral",
+                        "--data", f"csv:{tiny_csv}"],
+                       "--labels positive,negative,neutral:", "records model.tflite's outputs as "
+                                                               "negative,neutral,positive")
+    same = _json(["evaluate", "--tflite", tflite, "--labels", "negative,neutral,positive", "--data",
+                  f"csv:{tiny_csv}", "--json"])
+    assert same["labels"] == ["negative", "neutral", "positive"]
+
+
+def test_build_with_an_unusable_data_file_stops_before_any_work(tmp_path, monkeypatch):
+    from edgemodels.build import pipeline
+
+    def never(*a, **k):
+        raise AssertionError("reached the build")
+
+    monkeypatch.setattr(pipeline, "build", never)
+    monkeypatch.setattr(cli, "_quiet_tf", never)  # not even TensorFlow's start
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    _assert_user_error(["build", "--model", "tiny-bert", "--quant", "drq", "--data", f"csv:{empty}"],
+                       f"{empty}: no data rows after the header")

@@ -210,9 +210,9 @@ def test_error_replab_empty_after_filtering(replab_copy: Path) -> None:
 def test_real_replab_training_counts() -> None:
     splits = load_all(f"replab:{REAL_REPLAB}")
     train, val = splits["train"], splits["validation"]
-    total = {k: train.label_counts()[k] + val.label_counts()[k] for k in LABELS}
-    assert total == {"positive": 15963, "neutral": 7314, "negative": 3545}
-    assert len(train) + len(val) == 26822
+    assert load(f"replab:{REAL_REPLAB}", "all").label_counts() == {"positive": 15963, "neutral": 7314, "negative": 3545}
+    # 142 validation tweets repeat a training tweet's exact text (seed 0): dropped from validation, counted
+    assert len(train) + len(val) + val.skipped[data.DUPLICATE_SKIP] == 26822
     assert train.skipped["polarity:RELATED"] == 2
     assert not _sources(train) & _sources(val)
     assert len({e.group for e in train.examples}) == 61
@@ -254,7 +254,8 @@ def test_stratified_split_is_disjoint_deterministic_and_proportional() -> None:
     assert again.examples == val.examples and again.fingerprint == val.fingerprint
     other = load("builtin", "validation", seed=1)
     assert _sources(other) != _sources(val)
-    assert len(load("builtin", "validation", val_fraction=0.25)) == round(9543 * 0.25)
+    quarter = load("builtin", "validation", val_fraction=0.25)  # drawn before texts repeated in train are dropped
+    assert len(quarter) + quarter.skipped.get(data.DUPLICATE_SKIP, 0) == round(9543 * 0.25)
 
 
 def test_fingerprint_tracks_content_and_split_parameters() -> None:
@@ -528,3 +529,99 @@ def test_builtin_and_replab_fingerprints_unchanged_by_issue_10() -> None:
     assert load("builtin", "all").fingerprint == "8e585de6ac96327bfaa3fd825ed2ee374312982bff148642ff347a1376482a04"
     assert load("builtin", "test").fingerprint == "130639d7099a4db6654c543acf3ca650895a690f68489cea17d1666133bedeba"
     assert parse_spec("builtin").label_mapping == {"0": "negative", "1": "positive", "2": "neutral"}
+
+
+# ---------------------------------------------------------------- issue 23: cross-split duplicates, label mapping,
+# long fields, start-up check
+
+
+def _dup_csv(path: Path) -> Path:
+    """40 distinct rows, then 6 of them repeated 4 times each: repeated texts land in train and validation."""
+    rows = [(f"fake row {i} " + ("up" if i % 2 else "down"), ("positive", "negative")[i % 2]) for i in range(40)]
+    rows += [rows[i] for i in range(6) for _ in range(4)]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("text", "label"), *rows])
+    return _write(path, buf.getvalue())
+
+
+def test_validation_texts_repeated_from_train_are_dropped_and_counted(tmp_path: Path) -> None:
+    spec = f"csv:{_dup_csv(tmp_path / 'dup.csv')}"
+    pool, train, val = load(spec, "all"), load(spec, "train"), load(spec, "validation")
+    dropped = val.skipped[data.DUPLICATE_SKIP]
+    assert dropped > 0 and "duplicate_of_train" not in train.skipped
+    assert not {e.text for e in train.examples} & {e.text for e in val.examples}
+    assert len(train) + len(val) + dropped == len(pool) == 64
+    assert data.cross_split_duplicates(spec) == {"validation": dropped}
+
+
+def test_test_texts_repeated_from_the_training_material_are_dropped(replab_copy: Path) -> None:
+    texts = replab_copy / "test" / "texts" / f"{E901}.tsv"
+    texts.write_bytes(texts.read_bytes().replace(b"Synthetic fixture test tweet 301: fake praise",
+                                                 b"Synthetic fixture tweet 101: the fake widget is great"))
+    test = load(f"replab:{replab_copy}", "test")
+    assert test.skipped[data.DUPLICATE_SKIP] == 1 and len(test) == 2
+    assert "Synthetic fixture tweet 101: the fake widget is great" not in test.texts()
+    assert data.cross_split_duplicates(f"replab:{replab_copy}") == {"validation": 0, "test": 1}
+
+
+def test_data_with_no_cross_split_duplicates_keeps_its_fingerprints() -> None:
+    """Cache keys hash these (trained entries: train and validation): looking for duplicates must not move them."""
+    assert data.cross_split_duplicates("builtin") == {"validation": 0, "test": 0}
+    assert load("builtin", "train").fingerprint == "6b5d18c7bb0b4a76ba0d3f00778cae24ca36680e565160763ef5d8a8238d0e70"
+    val = load("builtin", "validation")
+    assert val.fingerprint == "a182879dcb7188bce70b29de66434dd874e3b17b43587a390163e7c8e7027eb0"
+    assert data.DUPLICATE_SKIP not in val.skipped
+
+
+def test_a_file_that_only_repeats_its_rows_is_refused(tmp_path: Path) -> None:
+    rows = "".join(f"fake text {i},{('a', 'b')[i % 2]}\n" for i in range(10)) * 3
+    f = _write(tmp_path / "d.csv", "text,label\n" + rows)
+    with pytest.raises(DataError, match=rf"{f}: every one of the \d+ validation examples has its exact text in the "
+                                        "train split.*remove the repeated rows"):
+        load(f"csv:{f}", "validation")
+
+
+def test_a_label_mapping_whose_values_no_row_holds_is_an_error(tmp_path: Path) -> None:
+    names = _write(tmp_path / "names.csv", "text,label\nfake a,pos\nfake b,neg\n")
+    with pytest.raises(DataError, match=r"label value\(s\) '0', '1' of the \?labels= mapping occur in no row of "
+                                        rf"{names} \(its 'label' column holds 'neg', 'pos'\); drop \?labels="):
+        load(f"csv:{names}?labels=0:a,1:b", "all")
+    codes = _write(tmp_path / "codes.csv", "text,label\nfake a,0\nfake b,1\n")
+    with pytest.raises(DataError, match=r"label value\(s\) '2' .*map the values the file holds"):
+        load(f"csv:{codes}?labels=0:neg,1:pos,2:neu", "all")
+    assert load(f"csv:{codes}?labels=0:neg,1:pos", "all").labels == ("neg", "pos")
+
+
+def test_a_megabyte_quoted_field_is_read_not_blamed_on_a_quote(tmp_path: Path) -> None:
+    long_text = 'a "quoted" word, ' + "x" * 1_000_000
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("text", "label"), (long_text, "positive"), ("fake b", "negative")])
+    f = _write(tmp_path / "big.csv", buf.getvalue())
+    limit = csv.field_size_limit()
+    assert long_text in load(f"csv:{f}", "all").texts()
+    assert csv.field_size_limit() == limit  # raised for the read only: the process-wide limit is put back
+    broken = _write(tmp_path / "broken.csv", buf.getvalue().replace('"a ""quoted""', '"a ""quoted"'))
+    with pytest.raises(DataError, match=rf"{broken}: line 2: .*unbalanced double quote"):
+        load(f"csv:{broken}", "all")
+
+
+def test_check_loadable_is_one_error_for_an_unusable_file_and_cheap_for_good_ones(tmp_path: Path) -> None:
+    header_only = _write(tmp_path / "empty.csv", "text,label\n")
+    with pytest.raises(DataError, match=rf"{header_only}: no data rows after the header"):
+        data.check_loadable(f"csv:{header_only}")
+    one_class = _write(tmp_path / "one.csv", "text,label\nfake a,pos\nfake b,pos\n")
+    with pytest.raises(DataError, match="needs at least 2 classes"):
+        data.check_loadable(f"csv:{one_class}")
+    assert data.check_loadable("builtin") == parse_spec("builtin")
+    # reads and splits only: no tokenizer, no TensorFlow (the bench calls it before collecting tests)
+    code = ("import sys; from edgemodels.build import data; data.check_loadable('builtin'); "
+            "print(sorted(m for m in ('tensorflow', 'transformers', 'tokenizers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.skipif(not (REAL_REPLAB / "training" / "labeled").is_dir(), reason=f"RepLab 2013 not at {REAL_REPLAB}")
+def test_real_replab_cross_split_duplicates() -> None:
+    """RepLab repeats tweets (retweets, copies across entities): 142 of the seed-0 validation split are in train."""
+    assert data.cross_split_duplicates(f"replab:{REAL_REPLAB}") == {"validation": 142}
+    assert data.check_loadable(f"replab:{REAL_REPLAB}").kind == "replab"

@@ -13,7 +13,6 @@ import os
 import stat
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from test_plugin import _outcomes, smoke_cache  # noqa: F401  (the session's smoke-scale cache: tiny-bert built once)
 
-from edgemodels.study import criteria
 from edgemodels.study import expected, matrix as suite
 from edgemodels.build import modes
 from edgemodels.study.expected import ANY, Expected, ExpectedError
@@ -214,7 +213,7 @@ def test_a_hook_record_that_is_not_an_expected_is_a_usage_error(tmp_path):
 _HOOK = '''"""A user's expected outcomes, added through the hook, on real smoke-scale measurements."""
 from types import MappingProxyType
 
-from edgemodels.study import matrix as suite
+from edgemodels.study import criteria
 from edgemodels.study.expected import Expected
 
 criteria.MODE_DROP_TOLERANCE_PTS = MappingProxyType(  # drq must beat fp32 by 100 points: the assertion fails

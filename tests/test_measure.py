@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
-import subprocess
 import sys
 import time
 from pathlib import Path

@@ -201,3 +201,33 @@ def test_tokenizer_encode_and_pad_id(tmp_path):
     assert vtok.encode("hello").ids == [2, 4, 3]  # [CLS] hello [SEP] from vocab.txt
     with pytest.raises(WeightsError, match=rf"{tmp_path}: no tokenizer\.json or vocab\.txt"):
         models.load_tokenizer(tmp_path)
+
+
+def test_random_init_verdict_of_a_ready_tflite_says_why_it_skips():
+    """A tflite: file whose manifest records a random init is not a registered name: no 'unknown model' error."""
+    v = models.random_init_verdict("tflite:/x/model.tflite", ["no PyPI package ships these weights"])
+    assert v.fault is False and v.reason.startswith("tflite:/x/model.tflite: its edgemodels manifest records a "
+                                                    "random init") and "accuracy says nothing" in v.reason
+
+
+def test_damaged_weights_files_are_found_by_their_headers(tmp_path):
+    import zipfile
+
+    import h5py
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros((256, 64), np.float32)}, str(tmp_path / "model.safetensors"))
+    with h5py.File(tmp_path / "tf_model.h5", "w") as f:
+        f.create_dataset("w", data=np.zeros((256, 64), np.float32))
+    with zipfile.ZipFile(tmp_path / "pytorch_model.bin", "w") as z:
+        z.writestr("archive/data.pkl", b"x" * 4096)
+    for name in ("model.safetensors", "tf_model.h5", "pytorch_model.bin"):
+        path = tmp_path / name
+        assert models.weight_file_problem(path) is None, name
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+        assert models.weight_file_problem(path), name
+        with pytest.raises(WeightsError, match=rf"^{path}: damaged weights file \(.+\); copy it again"):
+            models.check_weight_files(tmp_path)
+        path.write_bytes(whole)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,6 +195,36 @@ def test_bad_remote_url_is_a_user_error(url):
 def test_missing_identity_file_is_named(tmp_path):
     with pytest.raises(RemoteError, match="no such private key file"):
         RemoteSpec.parse("ssh://pi@host", identity=tmp_path / "nope")
+
+
+@pytest.mark.parametrize("python, bad", [
+    ("python3; rm -rf ~", "';'"), ("`id`", "'`'"), ("$(id) -c 1", "'$' '(' ')'"), ("python3 > /tmp/x", "'>'"),
+    ("'/opt/my py/python'", "\"'\""), ("py && id", "'&'"), ("python3\nid", "'\\n'"),
+])
+def test_remote_python_with_shell_syntax_is_refused_at_parse(python, bad):
+    """--remote-python goes unquoted into the remote shell's command line (so ~ expands): syntax would run there."""
+    with pytest.raises(RemoteError, match=rf"^--remote-python .*: {re.escape(bad)} not allowed \(the remote shell"):
+        RemoteSpec.parse("ssh://pi@host", python=python)
+
+
+@pytest.mark.parametrize("python, kept", [
+    ("~/venv/bin/python", "~/venv/bin/python"), ("env OMP_NUM_THREADS=1  python3 -X utf8", "env OMP_NUM_THREADS=1 "
+                                                                                           "python3 -X utf8"),
+    ("/opt/py-3.11/bin/python3.11", "/opt/py-3.11/bin/python3.11"),
+])
+def test_remote_python_paths_and_plain_arguments_are_kept(python, kept):
+    assert RemoteSpec.parse("ssh://pi@host", python=python).python == kept
+
+
+def test_measure_refuses_remote_python_shell_syntax_in_one_line_before_connecting(tmp_path, capsys):
+    from edgemodels import cli
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"never read")
+    rc = cli.main(["measure", "--tflite", str(model), "--remote", "ssh://pi@192.0.2.1", "--connect-timeout", "1",
+                   "--remote-python", "python3; echo hi"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("edgemodels: error: --remote-python"), err
 
 
 def _ident(board, arch="aarch64", emulated=False) -> Identity:

@@ -315,3 +315,55 @@ def test_predictions_are_mapped_by_class_name():
         evaluate.to_data_ids(pred, ("spam", "eggs"), ("ham", "spam"), 2, "m")
     with pytest.raises(evaluate.LabelMismatch, match="3 outputs, but 2 classes"):
         evaluate.to_data_ids(pred, None, ("ham", "spam"), 3, "m")
+
+
+# ---------------------------------------------------------------- issue 23: start-up checks, labels, damaged weights
+
+
+def test_truncated_weights_in_a_dir_source_are_one_line_naming_the_file(tmp_path, hf_dir):
+    d = shutil.copytree(hf_dir, tmp_path / "cut")
+    weights = next(p for p in d.iterdir() if p.suffix in (".h5", ".safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(models.WeightsError, match=rf"^{weights}: damaged weights file \("):
+        sources.check(f"dir:{d}")
+    r = run_cli_subprocess("build", "--model", f"dir:{d}", "--quant", "drq", "--seq", str(SEQ),
+                           "--cache", str(tmp_path / "cache"))
+    assert r.returncode == 2 and r.stderr.startswith(f"edgemodels: error: {weights}: damaged weights file"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # was h5py's 70-line traceback
+
+
+def test_check_refuses_a_model_type_without_a_tf_classifier_without_importing_tensorflow(tmp_path, hf_dir):
+    d = shutil.copytree(hf_dir, tmp_path / "speech")
+    (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "model_type": "whisper"}))
+    code = textwrap.dedent(f"""
+        import sys
+        from edgemodels.build import sources
+        assert sources.check({f"dir:{hf_dir}"!r}).kind == "dir"
+        try:
+            sources.check({f"dir:{d}"!r})
+        except sources.SourceError as exc:
+            print(exc)
+        print("tensorflow" in sys.modules)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    message, tf_imported = r.stdout.strip().splitlines()
+    assert message.startswith(f"model dir:{d}: model_type 'whisper' has no TF*ForSequenceClassification class")
+    assert tf_imported == "False"
+    assert sources.check("minilm-l6") == sources.parse("minilm-l6")  # registered names: nothing to read
+
+
+def test_labels_contradicting_the_manifest_of_this_file_are_an_error(tmp_path):
+    t = tmp_path / "m.tflite"
+    t.write_bytes(b"not really a model")
+    shutil.copytree(_minilm_tokenizer(), tmp_path / "tokenizer")
+    manifest = {"quant": "drq", "max_length": 16, "labels": list(LABELS), "size_bytes": t.stat().st_size}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SourceError, match=r"^--labels positive,negative,neutral: .*manifest.json records m.tflite's "
+                                          r"outputs as negative,neutral,positive; drop --labels"):
+        sources.parse(f"tflite:{t}", labels="positive,negative,neutral")
+    assert sources.parse(f"tflite:{t}", labels="Negative,neutral,positive").labels == LABELS  # agreeing: fine
+    # a manifest left beside another file (its size is not this one's) says nothing about it: --labels decide
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "size_bytes": 1}))
+    assert sources.parse(f"tflite:{t}", labels="positive,negative,neutral").labels == ("positive", "negative",
+                                                                                     "neutral")

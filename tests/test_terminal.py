@@ -58,7 +58,8 @@ def test_filters_accept_known_names_and_model_sources():
     ci = suite.get_scale("ci")
     configure.check_filters(ci, csv_names("minilm-l6, mobilebert"), csv_names("drq,int8"))
     configure.check_filters(ci, None, None)
-    configure.check_filters(ci, ("hf:org/name",), ("drq",))  # a hub id is resolved when it builds
+    with pytest.raises(pytest.UsageError, match="not found in the Hugging Face cache"):
+        configure.check_filters(ci, ("hf:org/name",), ("drq",))  # offline: only the cache, checked up front
     with pytest.raises(pytest.UsageError, match="/models/x does not exist"):
         configure.check_filters(ci, ("dir:/models/x",), ("drq",))  # parsed up front: one line, before any build
 

@@ -55,9 +55,7 @@ def check_filters(scale: matrix.Scale, models: tuple[str, ...] | None, modes: tu
     ready = {}
     for m in sorted(specs):
         try:
-            src = sources_mod.parse(m, named=named, tokenizer=tokenizer, labels=labels)
-            if hasattr(sources_mod, "check") and src.kind in ("dir", "hf"):
-                sources_mod.check(src)
+            src = sources_mod.check(m, named=named, tokenizer=tokenizer, labels=labels)
         except sources_mod.SourceError as exc:
             raise pytest.UsageError(f"--models: {exc}") from None
         if src.kind == "tflite":
@@ -145,9 +143,7 @@ def session(config: pytest.Config) -> BenchSession:
 
         spec = opt("--data") or data.default_spec()
         try:
-            data.parse_spec(spec)
-            if hasattr(data, "check_loadable"):
-                data.check_loadable(spec)
+            data.check_loadable(spec)  # the file's rows, each split non-empty: not 26 failures later
         except data.DataError as exc:
             raise pytest.UsageError(f"--data: {exc}") from None
         ready = check_filters(scale, opt("--models"), opt("--modes"), named_sources, tokenizer=opt("--tokenizer"),
@@ -158,7 +154,8 @@ def session(config: pytest.Config) -> BenchSession:
     if opt("--remote"):
         from edgemodels.run import ssh
 
-        ssh.RemoteSpec.parse(opt("--remote"), identity=opt("--remote-identity"))  # a bad URL stops the run here
+        ssh.RemoteSpec.parse(opt("--remote"), identity=opt("--remote-identity"),  # a bad URL or python stops here
+                             python=opt("--remote-python"))
 
     def make_side():
         return _side(config, device, extra_devices, cache_root, emulate=exported is None)

@@ -22,11 +22,13 @@ on the order of the rows). Every `Dataset` carries its class names in ``labels``
 
 Splits: ``train``/``validation`` are a seeded stratified split of the training material (or, with
 ``group_split=True``, whole groups -- RepLab entities -- go to validation); ``test`` is the separate
-official test material where it exists.
+official test material where it exists. An evaluation example (validation, test) whose exact text is also in
+what the model learns from is dropped and counted (`DUPLICATE_SKIP`): repeated tweets would inflate accuracy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -47,6 +49,7 @@ from edgemodels.errors import EdgeModelsError
 
 __all__ = [
     "DATA_ENV",
+    "DUPLICATE_SKIP",
     "SPLITS",
     "DataError",
     "DataSpec",
@@ -54,7 +57,9 @@ __all__ = [
     "Example",
     "default_spec",
     "load",
+    "check_loadable",
     "classes",
+    "cross_split_duplicates",
     "load_all",
     "parse_spec",
 ]
@@ -72,6 +77,9 @@ SPEC_FORMS = (
     "'csv:FILE?labels=0:negative,1:neutral,2:positive')"
 )
 LABEL_MAP_HINT = "csv:FILE?labels=0:negative,1:neutral,2:positive (your file's coding)"
+DUPLICATE_SKIP = "duplicate_of_train"
+"""The `skipped` reason of an evaluation example (validation, test) whose exact text is also in the material the
+model learns from: dropped from the evaluation split, so that accuracy is never measured on texts seen in training."""
 
 # Bump when the fingerprint recipe changes, so old cache entries stop matching.
 _FP_VERSION = b"edgemodels.data.fingerprint/1"
@@ -311,6 +319,28 @@ def classes(spec: str | DataSpec) -> tuple[str, ...]:
     return _Loader(parse_spec(spec), 0, 0.1, False).classes()
 
 
+def check_loadable(
+    spec: str | DataSpec, *, seed: int = 0, val_fraction: float = 0.1, group_split: bool = False
+) -> DataSpec:
+    """Raise DataError unless every available split of `spec` loads non-empty; returns the parsed spec.
+
+    Why: a start-up check (the bench calls it before collecting tests) so that an unusable data set is one usage
+    error, not the same failure once per test. It reads each file once and splits it, nothing more: no
+    tokenizing, no training, no TensorFlow."""
+    data_spec = parse_spec(spec)
+    load_all(data_spec, seed=seed, val_fraction=val_fraction, group_split=group_split)
+    return data_spec
+
+
+def cross_split_duplicates(
+    spec: str | DataSpec, *, seed: int = 0, val_fraction: float = 0.1, group_split: bool = False
+) -> dict[str, int]:
+    """How many examples of each evaluation split (validation, and test where there is one) were dropped because
+    their exact text is also in the training material (see DUPLICATE_SKIP)."""
+    splits = load_all(spec, seed=seed, val_fraction=val_fraction, group_split=group_split)
+    return {name: int(ds.skipped.get(DUPLICATE_SKIP, 0)) for name, ds in splits.items() if name != "train"}
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading and splitting
 
@@ -322,6 +352,7 @@ class _Parsed:
     where: str
     examples: tuple[Example, ...]
     skipped: Mapping[str, int]
+    raw_labels: frozenset[str] = frozenset()  # the label column's values as written (stripped): csv: files
 
 
 class _Loader:
@@ -348,19 +379,28 @@ class _Loader:
                            _fingerprint(pool.examples, _with_labels({"split": "all"}, labels)), labels)
         if split == "test":
             parsed = self._source("test")
-            return Dataset(name, parsed.examples, parsed.skipped,
-                           _fingerprint(parsed.examples, _with_labels({"split": "test"}, labels)), labels)
+            # The whole training material (train and validation: both shape the model) is what a test text must
+            # not repeat; a RepLab folder holding only the test split has none.
+            seen = ({e.text for e in self._source("pool").examples} if "train" in self.spec.available_splits
+                    else set())
+            examples, skipped = _drop_seen(parsed.examples, parsed.skipped, seen, parsed.where, "test",
+                                           "the training material (train and validation)")
+            return Dataset(name, examples, skipped,
+                           _fingerprint(examples, _with_labels({"split": "test"}, labels)), labels)
         pool = self._source("pool")
         train_idx, val_idx = self._split_indices(pool)
-        picked = train_idx if split == "train" else val_idx
-        examples = tuple(pool.examples[i] for i in picked)
+        examples = tuple(pool.examples[i] for i in (train_idx if split == "train" else val_idx))
+        skipped = pool.skipped
+        if split == "validation":
+            examples, skipped = _drop_seen(examples, skipped, {pool.examples[i].text for i in train_idx},
+                                           pool.where, "validation", "the train split")
         params = {
             "split": split,
             "seed": self.seed,
             "val_fraction": self.val_fraction,
             "group_split": self.group_split,
         }
-        return Dataset(name, examples, pool.skipped, _fingerprint(examples, _with_labels(params, labels)), labels)
+        return Dataset(name, examples, skipped, _fingerprint(examples, _with_labels(params, labels)), labels)
 
     def classes(self) -> tuple[str, ...]:
         """The class names: the polarity task for builtin/replab; a csv: file's own, sorted (>= 2)."""
@@ -399,7 +439,9 @@ class _Loader:
                     "or give the held-out file as a second csv: spec and load its 'train' split"
                 )
             to_label = _mapped_label(dict(self.spec.labels)) if self.spec.labels else _user_label
-            return _read_labelled_table(_read_bytes(path), str(path), path.name, _delimiter_for(path), to_label)
+            parsed = _read_labelled_table(_read_bytes(path), str(path), path.name, _delimiter_for(path), to_label)
+            _check_mapping_used(self.spec, parsed)
+            return parsed
         training, test = _replab_layout(path)
         if which == "test":
             if test is None:
@@ -434,7 +476,38 @@ class _Loader:
         return self._split
 
 
+def _drop_seen(examples: tuple[Example, ...], skipped: Mapping[str, int], seen: set[str], where: str, split: str,
+               seen_in: str) -> tuple[tuple[Example, ...], Mapping[str, int]]:
+    """`examples` less those whose exact text is in `seen`, counted under DUPLICATE_SKIP (absent when none: the
+    split, its fingerprint and its `skipped` are then what they were before duplicates were looked for)."""
+    kept = tuple(e for e in examples if e.text not in seen)
+    dropped = len(examples) - len(kept)
+    if not dropped:
+        return examples, skipped
+    if not kept:
+        raise DataError(f"{where}: every one of the {dropped} {split} examples has its exact text in {seen_in}, so "
+                        "nothing unseen is left to evaluate on; remove the repeated rows from the file")
+    return kept, {**skipped, DUPLICATE_SKIP: dropped}
+
+
+def _check_mapping_used(spec: DataSpec, parsed: _Parsed) -> None:
+    """A ?labels= entry whose value no row holds would be silently ignored (e.g. a mapping for numeric codes on a
+    file of class names): name the values and what the file holds instead."""
+    unused = [k for k, _ in spec.labels if k not in parsed.raw_labels]
+    if not unused:
+        return
+    held = sorted(parsed.raw_labels)
+    shown = ", ".join(map(repr, held[:8])) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+    fix = ("drop ?labels= (class names are read as themselves)" if all(_user_label(v) for v in held)
+           else "map the values the file holds")
+    raise DataError(f"data spec {str(spec)!r}: label value(s) {', '.join(map(repr, unused))} of the ?labels= mapping "
+                    f"occur in no row of {parsed.where} (its 'label' column holds {shown}); {fix}")
+
+
 def _require_nonempty(parsed: _Parsed) -> _Parsed:
+    if not parsed.examples and not parsed.skipped:
+        raise DataError(f"{parsed.where}: no data rows after the header; add labelled rows (text and label) or "
+                        "point the spec at the file that holds them")
     if not parsed.examples:
         what = ", ".join(f"{reason}={count}" for reason, count in sorted(parsed.skipped.items())) or "nothing"
         raise DataError(
@@ -567,7 +640,8 @@ def _records(text: str, where: str, delimiter: str) -> Iterator[tuple[int, list[
     start = 1
     while True:
         try:
-            row = next(reader)
+            with _field_size_limit(len(text) + 1):  # no field can be longer than the file
+                row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:  # e.g. an unbalanced quote swallowing the rest of the file
@@ -584,6 +658,18 @@ def _records(text: str, where: str, delimiter: str) -> Iterator[tuple[int, list[
         if row:
             yield start, row
         start = reader.line_num + 1
+
+
+@contextlib.contextmanager
+def _field_size_limit(n: int) -> Iterator[None]:
+    """The csv module's field size limit (process-wide, 128 KiB by default) raised to `n` for one read, then put
+    back: a long quoted field is data, not a parse error, and no other reader in the process sees the change."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, n))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
 
 
 def _table(
@@ -660,7 +746,9 @@ def _read_labelled_table(
     t_col, l_col, g_col = columns["text"], columns["label"], columns.get("group")
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
+    raw_labels: set[str] = set()
     for line, row in rows:
+        raw_labels.add(row[l_col].strip())
         label = to_label(row[l_col])
         if label is None:
             raw = row[l_col].strip()
@@ -683,7 +771,7 @@ def _read_labelled_table(
             continue
         group = row[g_col].strip() if g_col is not None else ""
         examples.append(Example(text, label, f"{source_name}:{line}", group))
-    return _Parsed(where, tuple(examples), dict(skipped))
+    return _Parsed(where, tuple(examples), dict(skipped), frozenset(raw_labels))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -169,6 +169,39 @@ def check_weights_dir(d: Path) -> None:
         raise WeightsError(f"{d}: no weights file (model.safetensors, tf_model.h5 or pytorch_model.bin)")
 
 
+def weight_file_problem(path: Path) -> str | None:
+    """Why a weights file cannot be read (e.g. truncated by an interrupted copy), found by opening its header with
+    the format's own library (a few ms, no TensorFlow); None where it opens or the library is not installed here."""
+    try:
+        if path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r"):
+                return None
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy"):
+                return None
+        with path.open("rb") as fh:  # torch's zip format: a zip with no end record was cut short
+            if path.suffix == ".bin" and fh.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+                return "a zip archive without its end record"
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, safetensors its own SafetensorError
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return None
+
+
+def check_weight_files(d: Path) -> None:
+    """WeightsError naming the first weights file in `d` that does not open (see weight_file_problem)."""
+    for path in sorted(_weight_files(d)):
+        problem = weight_file_problem(path)
+        if problem:
+            raise WeightsError(f"{path}: damaged weights file ({problem}); copy it again or re-save the model with "
+                               "save_pretrained(DIR)")
+
+
 def _has_tokenizer(d: Path | None) -> bool:
     return d is not None and ((d / "tokenizer.json").is_file() or (d / "vocab.txt").is_file())
 
@@ -319,6 +352,10 @@ def random_init_verdict(name: str, trail: tuple[str, ...] | list[str] = (), offl
     online and failed. Not a fault: the model has no pretrained weights anywhere (tiny-bert), or HF_HUB_OFFLINE=1
     declares the hub, its only source, unreachable (bert-large and mobilebert in CI: no package ships them).
     """
+    if name not in REGISTRY:  # a tflite: file (or dir:/hf: build) whose edgemodels manifest records a random init
+        return RandomInit(False, (
+            f"{name}: its edgemodels manifest records a random init, never fine-tuned, so its accuracy says nothing "
+            "(it is valid for size, speed and memory); bench a fine-tuned build of it for accuracy"))
     spec = get(name)
     if offline is None and any(OFFLINE_MARK in t for t in trail):
         offline = True  # the build recorded that it ran offline: that decides, wherever the bench runs (an export)
@@ -362,7 +399,13 @@ def build_classifier(weights: Weights, *, seed: int = 0, dropout: float | None =
         config = AutoConfig.from_pretrained(weights.path, **extra)
         names = {p.name for p in _weight_files(weights.path)}
         from_pt = "tf_model.h5" not in names and not any(n.endswith(".safetensors") for n in names)
-        return TFAutoModelForSequenceClassification.from_pretrained(weights.path, config=config, from_pt=from_pt)
+        check_weight_files(weights.path)
+        try:
+            return TFAutoModelForSequenceClassification.from_pretrained(weights.path, config=config, from_pt=from_pt)
+        except OSError as exc:  # a file that opens but whose content is damaged: one line, not h5py's traceback
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise WeightsError(f"{weights.path}: transformers cannot load the weights there ({first.strip()[:200]}); "
+                               "copy them again or re-save the model with save_pretrained(DIR)") from None
     config = AutoConfig.for_model(weights.spec.model_type, **dict(weights.spec.config), **extra)
     model = TFAutoModelForSequenceClassification.from_config(config)
     model(model.dummy_inputs, training=False)  # create the variables

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from edgemodels import LABELS
-from edgemodels.store import cache as cache_mod
 from edgemodels import progress
 from edgemodels.build import convert, data, models, modes, sources
 from edgemodels.build.train import DistillConfig, DistillError, TrainConfig
+from edgemodels.errors import EdgeModelsError
+from edgemodels.store import cache as cache_mod
 
 TFLITE_NAME = "model.tflite"
 TOKENIZER_DIR = "tokenizer"
@@ -48,6 +49,9 @@ class BuildRequest:
     from_scratch: bool = False  # also fine-tune random-init models (tiny-bert smoke runs); never for size claims
     teacher_train: TrainConfig | None = None  # a distilled model's teacher's budget (None: the same as `train`)
     distill: DistillConfig = field(default_factory=DistillConfig)  # used only where the model has a teacher
+    # Training options the caller set explicitly, by name (the CLI's --epochs ...): where the model would not be
+    # fine-tuned (a random init without from_scratch) they are refused, not ignored. Never part of a cache key.
+    train_options: tuple[str, ...] = ()
 
     def __post_init__(self):
         src = sources.parse(self.model)
@@ -177,6 +181,8 @@ def _plan(req: BuildRequest, store: cache_mod.ArtifactCache,
         parts["labels"] = list(labels)
     train_set = val_set = None
     fine_tune = weights.pretrained or req.from_scratch
+    if not fine_tune and req.train_options:
+        _refuse_train_options(req)
     teacher = req.teacher_request() if fine_tune else None
     if fine_tune:
         train_set, val_set = splits or _splits(req)
@@ -190,6 +196,21 @@ def _plan(req: BuildRequest, store: cache_mod.ArtifactCache,
         parts.update(teacher={"model": teacher.model, "trained": teacher_key.digest}, distill=req.distill.key())
     return _TrainedPlan(cache_mod.Key("trained", src.slug, parts), weights, labels, fine_tune, train_set, val_set,
                         teacher)
+
+
+class UntrainedOptionsError(EdgeModelsError, ValueError):
+    """Training options given for a build that trains nothing (a random init): refused, never silently ignored."""
+
+
+def _refuse_train_options(req: BuildRequest) -> None:
+    opts = ", ".join(req.train_options)
+    spec = models.get(req.model) if req.source.registered else None
+    why = (f"{req.model}'s pretrained weights are not here (`edgemodels info` says where they are looked for)"
+           if spec is None or spec.hub_id or spec.pypi else f"{req.model} has no pretrained weights")
+    raise UntrainedOptionsError(
+        f"{opts}: {why}, so it is built as an untrained random init (for size, speed and memory only) and {opts} "
+        f"would change nothing; --scale smoke trains it from scratch ({'they apply' if ',' in opts else 'it applies'} "
+        f"there), or drop {opts}")
 
 
 def _check_teacher_weights(req: BuildRequest, teacher: BuildRequest) -> None:

@@ -179,7 +179,7 @@ def _parse_tflite(spec: str, path: Path, tokenizer: str | Path | None, labels: s
         raise SourceError(
             f"model spec {spec!r}: no tokenizer (tokenizer.json or vocab.txt) in {tok}; put the model's tokenizer "
             "in a tokenizer/ directory beside the .tflite or pass --tokenizer DIR")
-    names = parse_labels(labels) if labels else manifest_labels(path)
+    names = given_labels(path, labels)
     if names is None:
         raise SourceError(
             f"model spec {spec!r}: the class names of {path.name}'s outputs are unknown (no edgemodels manifest.json "
@@ -194,6 +194,32 @@ def parse_labels(text: str) -> tuple[str, ...]:
         raise SourceError(f"--labels {text!r}: give at least 2 distinct, non-empty class names in the order of the "
                           "model's outputs, e.g. --labels negative,positive")
     return names
+
+
+def given_labels(tflite: Path, labels: str | None) -> tuple[str, ...] | None:
+    """The class names of `tflite`'s outputs: --labels where given, else its manifest's (None: neither).
+
+    --labels that contradict the edgemodels manifest describing this very file (its size_bytes is the file's, or
+    it records none) are a SourceError: a different order would silently mislabel every prediction."""
+    recorded = manifest_labels(tflite)
+    if not labels:
+        return recorded
+    names = parse_labels(labels)
+    if recorded is not None and names != recorded and _manifest_describes(Path(tflite)):
+        raise SourceError(
+            f"--labels {labels}: {Path(tflite).parent / 'manifest.json'} records {Path(tflite).name}'s outputs as "
+            f"{','.join(recorded)}; drop --labels (the manifest is read) or, if the manifest is wrong, fix or remove "
+            "it")
+    return names
+
+
+def _manifest_describes(tflite: Path) -> bool:
+    try:
+        manifest = json.loads((tflite.parent / "manifest.json").read_text(encoding="utf-8"))
+        size = tflite.stat().st_size
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("size_bytes", size) == size
 
 
 def manifest_labels(tflite: Path) -> tuple[str, ...] | None:
@@ -304,7 +330,8 @@ def _torch_present() -> bool:
 
 
 def _check_loadable(src: ModelSource, d: Path) -> dict[str, Any]:
-    """The config, if transformers can build a TF classifier from it and read its weights here."""
+    """The config, if transformers can build a TF classifier from it and read its weights here (every weights file
+    opens: a truncated tf_model.h5 is one line naming it, not h5py's traceback at build time)."""
     cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
     types = tf_model_types()
     if cfg.get("model_type") not in types:
@@ -320,7 +347,45 @@ def _check_loadable(src: ModelSource, d: Path) -> dict[str, Any]:
                 f"model {src}: {d} holds only PyTorch .bin weights, which need torch to convert; install torch "
                 "(pip install torch) or re-save the model as safetensors (model.save_pretrained(DIR, "
                 "safe_serialization=True))")
+    models.check_weight_files(d)
     return cfg
+
+
+def check(spec: str | ModelSource, **parse_kw: Any) -> ModelSource:
+    """The parsed source, if it can be built (dir:, and hf: when its copy is in the local cache) or opened (tflite:)
+    here; else one SourceError or WeightsError naming what to fix. `parse_kw`: as for `parse`.
+
+    Why: a start-up check (the bench calls it before collecting tests), so a bad --models is one usage error, not
+    one failure per test. It reads config.json and the weights files' headers; it imports transformers' table of
+    TF classification classes, never TensorFlow, and never downloads."""
+    from edgemodels.build import models
+
+    src = parse(spec, **parse_kw)
+    if src.kind == "dir":
+        _check_loadable(src, Path(src.ref))
+    elif src.kind == "hf" and models.hub_offline():
+        d = _hub_snapshot(src, offline=True)
+        check_model_dir(d, src.spec)
+        _check_loadable(src, d)
+    return src
+
+
+def _hub_snapshot(src: ModelSource, *, offline: bool) -> Path:
+    """The local snapshot directory of an hf: source (downloaded first unless offline)."""
+    from huggingface_hub import snapshot_download
+
+    from edgemodels.build import models
+
+    try:
+        return Path(snapshot_download(
+            src.ref, allow_patterns=["config.json", "*.safetensors", "tf_model.h5", "pytorch_model.bin",
+                                     *models.TOKENIZER_FILES],
+            local_files_only=offline))
+    except Exception as exc:  # noqa: BLE001 - hub errors are many; each becomes one line
+        where = ("the Hugging Face cache (HF_HUB_OFFLINE=1: the hub is not tried; download it online once, "
+                 f"e.g. `huggingface-cli download {src.ref}`)") if offline else "the Hugging Face hub"
+        raise SourceError(f"model {src}: not found in {where}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
 
 
 def resolve(src: ModelSource, *, cache_root: Path, weights_dir: Path | None = None, offline: bool | None = None):
@@ -340,19 +405,7 @@ def resolve(src: ModelSource, *, cache_root: Path, weights_dir: Path | None = No
         ident = "dir:" + models._sha256_files([d / "config.json", *models._weight_files(d)])
         source = "dir"
     else:
-        offline = models.hub_offline() if offline is None else offline
-        from huggingface_hub import snapshot_download
-
-        try:
-            d = Path(snapshot_download(
-                src.ref, allow_patterns=["config.json", "*.safetensors", "tf_model.h5", "pytorch_model.bin",
-                                         *models.TOKENIZER_FILES],
-                local_files_only=offline))
-        except Exception as exc:  # noqa: BLE001 - hub errors are many; each becomes one line
-            where = ("the Hugging Face cache (HF_HUB_OFFLINE=1: the hub is not tried; download it online once, "
-                     f"e.g. `huggingface-cli download {src.ref}`)") if offline else "the Hugging Face hub"
-            raise SourceError(f"model {src}: not found in {where}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
+        d = _hub_snapshot(src, offline=models.hub_offline() if offline is None else offline)
         check_model_dir(d, src.spec)
         ident = f"hf:{src.ref}@{d.name}"  # the snapshot directory is named by the hub revision (commit)
         source = "hf"

@@ -62,8 +62,8 @@ class RemoteSpec:
                 raise RemoteError(f"--remote-identity {kw['identity']}: no such private key file")
         if "known_hosts" in kw:
             kw["known_hosts"] = Path(kw["known_hosts"]).expanduser()
-        if not str(kw.get("python", "python3")).strip():
-            raise RemoteError("--remote-python is empty; pass the remote interpreter, e.g. python3 or ~/venv/bin/python")
+        if "python" in kw:
+            kw["python"] = _remote_python(str(kw["python"]))
         return cls(host=m.group("host").strip("[]"), port=port, user=m.group("user"), **kw)
 
     @property
@@ -75,6 +75,26 @@ class RemoteSpec:
     @property
     def display(self) -> str:
         return f"{self.user_name}@{self.host}:{self.port}"
+
+
+_REMOTE_WORD = re.compile(r"[A-Za-z0-9_./~+=:,@%-]+")
+"""What one word of --remote-python may hold: the value is placed unquoted into the command line the remote's login
+shell runs (so that ~ expands and `env X=1 python3` works), so quotes, $, backticks, ;, &, |, <, >, (), globs, # and
+backslashes are refused: each would make the value run something other than a python."""
+
+
+def _remote_python(value: str) -> str:
+    """--remote-python as the remote shell will see it: a path or command and plain arguments, single-spaced."""
+    words = [w for w in value.split(" ") if w]
+    if not words:
+        raise RemoteError("--remote-python is empty; pass the remote interpreter, e.g. python3 or ~/venv/bin/python")
+    bad = sorted({c for w in words for c in w if not _REMOTE_WORD.fullmatch(c)})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise RemoteError(f"--remote-python {value!r}: {shown} not allowed (the remote shell would run it); give a "
+                          "path or a command with plain arguments (letters, digits, _ . / ~ + = : , @ % -), e.g. "
+                          "~/venv/bin/python or env OMP_NUM_THREADS=1 python3, or a wrapper script on the device")
+    return " ".join(words)
 
 
 _PLACE_SCRIPT = r"""

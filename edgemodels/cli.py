@@ -1,4 +1,4 @@
-"""`python -m edgemodels`: data stats, build, evaluate, measure, export, claims, cache, info.
+"""`python -m edgemodels`: data stats, build, evaluate, measure, export, claims, cache, info, history, compare.
 
 Every command prints a human summary, or one JSON object with --json (the contract scripts rely on).
 Errors in the user's input exit with status 2 and a message naming what to fix; no traceback.
@@ -572,6 +572,10 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", parents=[common], help="versions, runtimes, weight sources")
     i.add_argument("--offline", action="store_true", help="do not try the hub")
     i.set_defaults(func=cmd_info)
+
+    from edgemodels.store.history import cli as history_cli  # history, compare (issue 26)
+
+    history_cli.add_parsers(sub, common)
     return p
 
 

@@ -153,8 +153,9 @@ def rootfs(arm_cache):
 
 @pytest.fixture(autouse=True)
 def _hermetic_env(monkeypatch, tmp_path):
-    """A private artifact cache per test, and no user-named weights directory leaking in."""
+    """A private artifact cache and results history per test, and no user-named weights directory leaking in."""
     monkeypatch.setenv("EDGEMODELS_CACHE", str(tmp_path / "edgemodels-cache"))
+    monkeypatch.setenv("EDGEMODELS_HISTORY", str(tmp_path / "edgemodels-history.sqlite"))
     monkeypatch.delenv("EDGEMODELS_WEIGHTS_DIR", raising=False)
 
 

@@ -62,8 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--baseline-metrics", default="accuracy,size,throughput",
                 help="metrics --baseline-compare gates on (default all three; throughput only on the same machine id)")
     g.addoption("--baseline-save", action="store_true", help="write this run's results as the device's baseline")
-    g.addoption("--remote", default=None, metavar="ssh://[user@]host[:port]",
-                help="run throughput, memory and compat on this device over SSH (this host builds and uploads)")
+    g.addoption("--remote", default=None, metavar="ssh://[user@]host[:port] | labgrid://PLACE",
+                help="run throughput, memory and compat on this device over SSH (this host builds and uploads); "
+                     "labgrid://PLACE locks a labgrid place for the session and takes its board's NetworkService")
     g.addoption("--remote-python", default=None, metavar="CMD", help="python on the remote (default python3)")
     g.addoption("--remote-identity", default=None, metavar="KEY", help="private key file for the SSH login")
     g.addoption("--remote-dir", default=None, metavar="DIR",
@@ -229,10 +230,10 @@ def _configure_bench(config: pytest.Config) -> None:
     ready = {spec: _open_ready(src, config) for spec, src in ready.items()}
     os.environ.setdefault(quiet.ENV, "1")  # runtimes' start-up lines off; EDGEMODELS_QUIET=0 shows them
     if config.getoption("--remote"):
-        from edgemodels import targets
+        from edgemodels import lab, targets
 
         try:
-            targets.RemoteSpec.parse(config.getoption("--remote"), identity=config.getoption("--remote-identity"))
+            lab.check_remote(config.getoption("--remote"), identity=config.getoption("--remote-identity"))
         except targets.RemoteError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = BenchSession(config, device, spec, exported)
@@ -350,16 +351,16 @@ class BenchSession:
         url = self.config.getoption("--remote")
         if not url:
             return None
-        from edgemodels import targets
+        from edgemodels import lab, targets
 
-        opt = self.config.getoption
-        target = targets.from_options(url, identity=opt("--remote-identity"), python=opt("--remote-python"),
-                                      dir=opt("--remote-dir"), known_hosts=opt("--remote-known-hosts"))
+        target = None
         try:
+            target = lab.remote_target(self.config)  # labgrid://: the place stays locked until the session ends
             self.remote_identity = target.identity()
             targets.check_device(self.remote_identity, self.device)
         except targets.TargetError as exc:
-            target.close()
+            if target is not None:
+                target.close()
             pytest.exit(f"--remote: {exc}", returncode=2)
         return target
 
@@ -1201,6 +1202,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             s.baseline_error = "--baseline-compare: this run measured nothing, so nothing was compared"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
+    from edgemodels import lab
+
+    locked = lab.release_for_report(s.__dict__.get("target"))  # timing is over: free the place, say when
+    if locked is not None:
+        s.report.machine["lab"] = locked
     speed = claims.speed(s.report.rows(), s.device, s.profile.target_inferences_per_s)
     if speed is not None:
         s.report.add_claim(speed)

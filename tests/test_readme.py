@@ -18,7 +18,7 @@ import pytest
 from edgemodels import cli, devices, suite
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = (REPO / "README.md", REPO / "docs" / "results.md")
+DOCS = (REPO / "README.md", REPO / "docs" / "results.md", REPO / "docs" / "lab.md")
 
 
 def _commands(prefix: str) -> list[str]:

@@ -136,21 +136,21 @@ class PlaceLock:
                 if state is ReservationState.allocated:
                     try:
                         with self._lease_lock():
-                            self.coord.call("AcquirePlace", pb.AcquirePlaceRequest(placename=name))
+                            self.coord.call("AcquirePlace", pb.AcquirePlaceRequest(placename=name),
+                                            expect=(grpc.StatusCode.FAILED_PRECONDITION,))
                             self._held = True
                             self._write_lease(token)
                         break
-                    except grpc.aio.AioRpcError as exc:  # taken between allocation and acquire: wait on
-                        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                            raise LabError(f"labgrid place {name!r}: acquire refused: {exc.details()}") from None
+                    except grpc.aio.AioRpcError:  # taken (same user, by hand) between allocation and acquire
+                        pass
                 elif state in (ReservationState.expired, ReservationState.invalid):
                     raise LabError(f"labgrid place {name!r}: reservation {token} became {state.name}; re-run")
                 if time.monotonic() >= deadline:
-                    holder = self.coord.holder(name) or "another session"
-                    raise LabError(
-                        f"labgrid place {name!r} is held by {holder}; waited {self.wait_s:g} s (--lab-wait): raise "
-                        f"--lab-wait, or if that session is gone: labgrid-client -p {name} release-from "
-                        f"{holder.split(' ')[0]}")
+                    holder, acquired = self.coord.holder(name) or "another session", self.coord.place(name).acquired
+                    gone = (f"if that session is gone: labgrid-client -p {name} release-from {acquired}" if acquired
+                            else "it is the next waiting session's turn")
+                    raise LabError(f"labgrid place {name!r} is held by {holder}; waited {self.wait_s:g} s "
+                                   f"(--lab-wait): raise --lab-wait, or {gone}")
                 if not told:
                     told = True
                     self.notify(f"labgrid place {name!r} is held by {self.coord.holder(name) or 'another session'}: "

@@ -122,15 +122,28 @@ class Coordinator:
             raise LabError(f"labgrid coordinator {self.address} is not reachable ({why}); start labgrid-coordinator "
                            "there, or pass --lg-coordinator HOST:PORT (or set LG_COORDINATOR)") from None
 
-    def call(self, method: str, request):
-        """One coordinator RPC (reconnecting once if the stream dropped); grpc errors are the caller's to read."""
+    def call(self, method: str, request, *, expect: tuple = ()):
+        """One coordinator RPC (reconnecting first if the stream dropped). A gRPC error whose status is in `expect`
+        is the caller's to read; any other, or no answer, is a LabError naming the call."""
+        import grpc
+
         if self.session is None or self.session.stopping.is_set():
             self._connect()
+
         async def rpc():  # made inside the running loop: grpc binds a call to the loop current at its creation
             return await getattr(self.session.stub, method)(request)
 
-        with _quiet_root_logger():
-            return self.loop.run_until_complete(asyncio.wait_for(rpc(), self.timeout_s))
+        try:
+            with _quiet_root_logger():
+                return self.loop.run_until_complete(asyncio.wait_for(rpc(), self.timeout_s))
+        except asyncio.TimeoutError:
+            raise LabError(f"labgrid coordinator {self.address}: no answer to {method} within {self.timeout_s:g} s")\
+                from None
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in expect:
+                raise
+            raise LabError(f"labgrid coordinator {self.address}: {method} failed ({exc.code().name}: "
+                           f"{exc.details()})") from None
 
     def sync(self):
         """Bring places and resources up to date (the coordinator's updates are read while the loop runs)."""

@@ -19,7 +19,7 @@ from edgemodels import cli, devices
 from edgemodels.study import matrix as suite
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = (REPO / "README.md", REPO / "docs" / "results.md", REPO / "docs" / "history.md")
+DOCS = (REPO / "README.md", REPO / "docs" / "results.md", REPO / "docs" / "history.md", REPO / "docs" / "lab.md")
 
 
 def _commands(prefix: str) -> list[str]:

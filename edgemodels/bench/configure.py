@@ -152,10 +152,9 @@ def session(config: pytest.Config) -> BenchSession:
         source = BuiltArtifacts(ArtifactCache(cache_root), scale, spec, opt("--max-examples"), MappingProxyType(ready),
                                 MappingProxyType(named_sources))
     if opt("--remote"):
-        from edgemodels.run import ssh
+        from edgemodels.lab import places
 
-        ssh.RemoteSpec.parse(opt("--remote"), identity=opt("--remote-identity"),  # a bad URL or python stops here
-                             python=opt("--remote-python"))
+        places.check_remote(opt("--remote"), identity=opt("--remote-identity"), python=opt("--remote-python"))
 
     def make_side():
         return _side(config, device, extra_devices, cache_root, emulate=exported is None)
@@ -180,14 +179,13 @@ def session(config: pytest.Config) -> BenchSession:
 def _side(config: pytest.Config, device: str, extra, cache_root: Path, *, emulate: bool):
     """The device side: a --remote device (reached and checked now), else this host."""
     from edgemodels.bench.device import HostSide, RemoteSide, SideError
-    from edgemodels.run import targets
 
     opt = config.getoption
     try:
         if opt("--remote"):
-            target = targets.from_options(opt("--remote"), identity=opt("--remote-identity"),
-                                          python=opt("--remote-python"), dir=opt("--remote-dir"),
-                                          known_hosts=opt("--remote-known-hosts"))
+            from edgemodels.lab import places
+
+            target = places.remote_target(config)  # labgrid://: the place stays locked until the session ends
             return RemoteSide(target, device, extra=extra, threads=opt("--threads"), runtime=opt("--runtime"),
                               install_hint=f"{opt('--remote-python') or 'python3'} -m pip install '.[device]' in a "
                                            "copy of the edgemodels repository (it is not on PyPI)")

@@ -76,6 +76,12 @@ def session_finish(session: pytest.Session, s) -> None:
             s.baseline_error = "--baseline-compare: this run measured nothing, so nothing was compared"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
+    if "side" in s.__dict__ and s.side.identity is not None:
+        from edgemodels.lab import places
+
+        locked = places.release_for_report(s.side.timing)  # timing is over: free a labgrid place, say when
+        if locked is not None:
+            s.report.machine["lab"] = locked
     claim = speed_claim(s.report.rows(), s.device, s.profile.target_inferences_per_s)
     if claim is not None:
         s.report.add_claim(claim)

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import REPO, TINY_SEQ, run_cli_subprocess
 from edgemodels import cli
+from edgemodels.cli import build as cli_build
+from edgemodels.cli import common as cli_common
 from edgemodels.build import models
 from edgemodels.report.rows import Claim, Report
 
@@ -269,7 +271,7 @@ def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
         raise pipeline.cache_mod.CacheError("stop here")
 
     monkeypatch.setattr(pipeline, "build", capture)
-    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
     _assert_user_error(["build", "--model", "tiny-bert", "--quant", "fp32", "--data", f"csv:{tiny_csv}",
                         "--val-fraction", "0.25", "--cache", str(tmp_path)], "stop here")
     assert seen["req"].val_fraction == 0.25
@@ -286,7 +288,7 @@ def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_pat
         raise pipeline.cache_mod.CacheError("stop here")
 
     monkeypatch.setattr(pipeline, "build", capture)
-    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
     base = ["build", "--model", "tiny-bert-kd", "--quant", "fp32", "--cache", str(tmp_path)]
     _assert_user_error([*base, "--kd-temperature", "4", "--kd-alpha", "0.25"], "stop here")
     _assert_user_error([*base, "--kd-alpha", "0"], "stop here")
@@ -299,7 +301,7 @@ def test_bugs_are_not_dressed_as_user_errors(monkeypatch):
     def broken(args):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_data_stats", broken)
+    monkeypatch.setattr(cli_build, "cmd_data_stats", broken)
     with pytest.raises(KeyError):
         cli.main(["data", "stats"])
 
@@ -433,7 +435,7 @@ def test_a_broken_pipe_that_is_not_stdout_still_shows(monkeypatch):
     def broken(args):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "cmd_data_stats", broken)
+    monkeypatch.setattr(cli_build, "cmd_data_stats", broken)
     with pytest.raises(BrokenPipeError):
         cli.main(["data", "stats"])
 
@@ -470,7 +472,7 @@ def test_data_stats_counts_cross_split_duplicates(tmp_path):
 
 def test_training_options_for_an_untrained_random_init_are_refused_not_ignored(tiny_csv, tmp_path, monkeypatch):
     """tiny-bert at ci scale is built untrained: --epochs used to give "trained": false, "train_seconds": 0."""
-    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
     base = ["build", "--model", "tiny-bert", "--quant", "drq", "--data", f"csv:{tiny_csv}", "--cache", str(tmp_path)]
     _assert_user_error([*base, "--epochs", "3"], "--epochs: tiny-bert has no pretrained weights",
                        "--scale smoke trains it from scratch")
@@ -489,7 +491,7 @@ def test_scale_smoke_trains_a_random_init_from_scratch(tiny_csv, tmp_path, monke
         raise pipeline.cache_mod.CacheError("stop here")
 
     monkeypatch.setattr(pipeline, "build", capture)
-    monkeypatch.setattr(cli, "_quiet_tf", lambda *a, **k: None)
+    monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
     _assert_user_error(["build", "--model", "tiny-bert", "--quant", "drq", "--scale", "smoke", "--epochs", "1",
                         "--data", f"csv:{tiny_csv}", "--cache", str(tmp_path)], "stop here")
     req = seen[0]
@@ -518,7 +520,7 @@ def test_build_with_an_unusable_data_file_stops_before_any_work(tmp_path, monkey
         raise AssertionError("reached the build")
 
     monkeypatch.setattr(pipeline, "build", never)
-    monkeypatch.setattr(cli, "_quiet_tf", never)  # not even TensorFlow's start
+    monkeypatch.setattr(cli_common, "quiet_tf", never)  # not even TensorFlow's start
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")
     _assert_user_error(["build", "--model", "tiny-bert", "--quant", "drq", "--data", f"csv:{empty}"],

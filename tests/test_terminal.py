@@ -145,7 +145,7 @@ def test_evaluate_hides_the_runtime_delegate_line_unless_verbose(tiny, tiny_csv,
     assert "accuracy" in plain.stdout
 
 
-_TF_START = "from edgemodels import cli; a = cli.parser().parse_args({argv!r}); cli._set_quiet(a); cli._quiet_tf(a)\n" \
+_TF_START = "from edgemodels.cli import common, parser; a = parser().parse_args({argv!r}); common.set_quiet(a); common.quiet_tf(a)\n" \
             "import tensorflow as tf; print(int(tf.constant(1) + 1))"
 _ABSL_LINE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl::InitializeLog)", re.MULTILINE)
 

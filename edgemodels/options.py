@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-RUNTIMES: tuple[str, ...] = ("ai-edge-litert", "tflite-runtime", "tensorflow")
-"""The TFLite runtimes edgemodels.run.runtime can load with (its RUNTIMES, without importing it)."""
-
 
 def _number(value: str, kind, what: str, ok) -> Any:
     try:
@@ -108,6 +105,12 @@ class Option:
         return kw
 
 
+def _runtimes() -> tuple[str, ...]:
+    from edgemodels.run.runtime import RUNTIMES
+
+    return RUNTIMES
+
+
 def _modes() -> tuple[str, ...]:
     from edgemodels.build.modes import MODES
 
@@ -124,7 +127,7 @@ TABLE: dict[str, Option] = {o.flag: o for o in (
     Option("--scale", "the bench matrix: smoke (tiny-bert, a minute), ci (the default: reduced training budget), "
                       "paper (the study, hours)", default="ci", choices=("smoke", "ci", "paper")),
     Option("--runtime", "TFLite runtime (default: the device's own where installed, else the first found)",
-           choices=RUNTIMES),
+           choices=_runtimes()),
     Option("--threads", "interpreter threads (default: the device's cores, capped by the host's)", type=positive_int,
            metavar="N"),
     Option("--models", "comma-separated models to keep from the scale's matrix, or model sources (dir:PATH, "
@@ -146,6 +149,9 @@ TABLE: dict[str, Option] = {o.flag: o for o in (
            metavar="DIR"),
     Option("--remote-known-hosts", "known_hosts for the remote's host key (default ~/.ssh/known_hosts; a new host "
                                    "is added, a changed key is refused)", metavar="FILE"),
+    Option("--history", "the results history every run is appended to: a file path or URL (sqlite:///FILE, "
+                        "postgresql://USER@HOST/DB), or 'off'; default $EDGEMODELS_HISTORY, else "
+                        "~/.local/share/edgemodels/history.sqlite (docs/history.md)", metavar="URL"),
     Option("--connect-timeout", "seconds to wait for the remote's SSH answer (default 10)", type=positive_float,
            default=10.0, metavar="S"),
 )}

@@ -367,3 +367,39 @@ def test_labels_contradicting_the_manifest_of_this_file_are_an_error(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "size_bytes": 1}))
     assert sources.parse(f"tflite:{t}", labels="positive,negative,neutral").labels == ("positive", "negative",
                                                                                      "neutral")
+
+
+@pytest.mark.slow
+def test_a_device_added_by_hook_gets_emulation_from_its_profile(tmp_path, arm_cache, tiny_csv):
+    """docs/architecture.md's "add a device": one DeviceProfile from a conftest.py; its `emulation` record is all the
+    bench needs to check its runtime under QEMU off the device (here a Cortex-A53 board on 64-bit Linux)."""
+    (tmp_path / "conftest.py").write_text(textwrap.dedent("""
+        from edgemodels.devices import CPU, CpuIdentity, DeviceProfile, Emulation
+
+        pytest_plugins = ["edgemodels.bench.plugin"]
+
+        A53 = CpuIdentity("0xd03", "0x0", 4, 8, None, ("fp", "asimd", "evtstrm", "crc32", "cpuid"),
+                          1_400_000, 600_000, "BCM2837", "a020d3", "My A53 board")
+
+        def pytest_edgemodels_add_devices():
+            return [DeviceProfile(name="my-a53", title="my Cortex-A53 board (1 GB), 64-bit", cpu=CPU(4, 1.4, "Cortex-A53"),
+                                  ram_bytes=1 << 30, app_memory_share=0.7, arch="aarch64", os_bits=64,
+                                  runtime="ai-edge-litert", runtime_version="2.3.0", numpy_constraint="",
+                                  emulation=Emulation("arm64", "cortex-a53", A53),
+                                  speed_factor=0.03, speed_factor_derivation="test profile")]
+    """))
+    (tmp_path / "test_device.py").write_text(textwrap.dedent("""
+        from edgemodels.bench.metrics import compat
+
+        def test_emulated(bench, case):
+            run = compat.check(bench, case)
+            assert run.method == "emulated ARM (qemu, cortex-a53)" and run.loads
+    """))
+    import os
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--device=my-a53", "--scale=smoke",
+           "--modes=fp32", f"--data=csv:{tiny_csv}", f"--edge-cache={arm_cache}", f"--report-dir={tmp_path / 'report'}",
+           "-k", "64", "--history=off"]
+    r = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                       timeout=1200)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

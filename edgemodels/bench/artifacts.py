@@ -43,6 +43,11 @@ class BuiltArtifacts:
     def header(self) -> str:
         return f"cache={self.store.root}"
 
+    @property
+    def fingerprint(self) -> str:
+        """The evaluation sample's fingerprint (what the accuracy figures were measured on)."""
+        return self.eval_set.fingerprint
+
     def summary(self) -> dict | None:
         return None
 
@@ -160,6 +165,10 @@ class ExportedArtifacts:
         self.export = export
         self.data_spec, self.data_kind = export.data_spec, export.data_kind
         self.max_examples, self.compat_examples = export.max_examples, export.compat_n
+
+    @property
+    def fingerprint(self) -> str | None:
+        return (self.export.index.get("data") or {}).get("fingerprint")
 
     def header(self) -> str:
         e = self.export

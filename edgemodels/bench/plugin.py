@@ -37,7 +37,7 @@ _MARKERS = (
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("edgemodels", "edgemodels bench suite")
     options.add_to_pytest(g, "--device", "--data", "--cache", "--scale", "--runtime", "--threads", "--models",
-                          "--modes", "--tokenizer", "--labels", "--max-examples", *options.REMOTE[:-1])
+                          "--modes", "--tokenizer", "--labels", "--max-examples", "--history", *options.REMOTE[:-1])
     g.addoption("--artifacts", default=None, type=Path, metavar="DIR",
                 help="run from an export (python -m edgemodels export --device D DIR): no build, no tokenizer, "
                      "no TensorFlow; on the device itself every figure is measured")

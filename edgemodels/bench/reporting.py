@@ -90,6 +90,7 @@ def session_finish(session: pytest.Session, s) -> None:
     except ReportDirError as exc:  # the table is still printed; no file is half-written
         s.report_error = str(exc)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _record_history(config, s, session)
     base_dir = baseline_dir(config, s)
     mid = s.report.machine["machine_id"]
     if compare:
@@ -102,6 +103,22 @@ def session_finish(session: pytest.Session, s) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if config.getoption("--baseline-save"):
         s.baseline_notes.append(f"baseline saved: {gate.save_baseline(s.report, base_dir, mid)}")
+
+
+def _record_history(config: pytest.Config, s, session: pytest.Session) -> None:
+    """Append this run to the results history (edgemodels/store/history): on by default, never losing a run unsaid."""
+    from edgemodels.errors import EdgeModelsError
+    from edgemodels.store.history import auto
+
+    opts = {name: config.getoption(name) for name in ("--device", "--scale", "--models", "--modes", "--threads",
+                                                       "--runtime", "--max-examples", "--remote", "--artifacts")}
+    try:
+        s.history_run, s.history_note = auto.record(
+            config.getoption("--history"), s.report.to_json(), options={k: v for k, v in opts.items() if v},
+            data_fingerprint=s.source.fingerprint)
+    except EdgeModelsError as exc:  # the history was named and cannot be written: the run is not recorded
+        s.history_run, s.history_note = None, f"history NOT written: {exc}"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def terminal_summary(tr, s) -> None:
@@ -124,6 +141,8 @@ def terminal_summary(tr, s) -> None:
         tr.write_line(f"wrote {p}")
     if getattr(s, "report_error", None):
         tr.write_line(f"report NOT written: {s.report_error}", red=True, bold=True)
+    if getattr(s, "history_note", None):
+        tr.write_line(s.history_note, red=s.history_run is None and "NOT" in s.history_note)
     for note in getattr(s, "baseline_notes", []):
         tr.write_line(f"baseline: {note}")
     if getattr(s, "regressions", None):

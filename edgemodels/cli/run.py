@@ -23,6 +23,7 @@ def add_parsers(sub, parents) -> None:
     e.add_argument("--limit", type=options.positive_int, help="evaluate a seeded stratified sample of this many")
     e.add_argument("--max-length", type=options.seq_length, default=128)
     e.add_argument("--pad-id", type=options.non_negative_int, default=None, help="default: the tokenizer's pad id")
+    options.add_to_parser(e, "--history")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("measure", parents=[common_],
@@ -35,6 +36,7 @@ def add_parsers(sub, parents) -> None:
     m.add_argument("--rounds", type=options.positive_int, default=20, help="timed runs (default 20)")
     m.add_argument("--warmup", type=options.non_negative_int, default=2, help="untimed runs first (default 2)")
     m.add_argument("--seq-len", type=options.positive_int, help="input length for a dynamic-length model (default 128)")
+    options.add_to_parser(m, "--history")
     m.set_defaults(func=cmd_measure)
 
 
@@ -69,6 +71,9 @@ def cmd_evaluate(args) -> int:
                             runtime_name=args.runtime, threads=args.threads, workers=args.workers,
                             quiet=args.json, labels=labels)
     out = {**acc.as_dict(), "tflite": str(tflite), "data": args.data, "split": args.split}
+    out["history_run"] = _record(args, "evaluate", tflite, {
+        "accuracy": acc.accuracy, "macro_f1": acc.macro_f1, "runtime": acc.runtime,
+        "runtime_version": acc.runtime_version}, data_fingerprint=ds.fingerprint, machine={"data": args.data})
     human = (f"{tflite}: accuracy {acc.accuracy:.4f}, macro-F1 {acc.macro_f1:.4f} on {acc.n} "
              f"{args.split} examples (majority class {acc.majority_accuracy:.4f}); "
              f"runtime {acc.runtime} {acc.runtime_version}; {acc.tweets_per_s:.1f} tweets/s "
@@ -110,6 +115,10 @@ def cmd_measure(args) -> int:
         common.emit(args, out, f"{tflite}: does not load on {timed.identity.label}: {timed.error}")
         return 1
     out = targets.measurement(timed, memory)
+    out["history_run"] = _record(args, "measure", tflite, {
+        k: out[k] for k in ("inferences_per_s", "p50_ms", "p90_ms", "p99_ms", "peak_rss_bytes", "runtime",
+                            "runtime_version", "threads")} | {"method": out["method"], "notes": [out["label"]]},
+        machine={"remote": out["where"]} if args.remote else {})
     if out["inferences_per_s"] is None:
         human = f"{tflite}: {out['label']}: loads; no timing reported ({out.get('note', '')})"
     else:
@@ -120,3 +129,27 @@ def cmd_measure(args) -> int:
                  f"{out['runtime_version']}, {out['threads']} thread(s), {out['rounds']} rounds)")
     common.emit(args, out, human)
     return 0
+
+
+def _record(args, source: str, tflite: Path, fields: dict, *, machine: dict, data_fingerprint: str | None = None):
+    """Append this command's figures to the results history as a one-row run (edgemodels/store/history/auto.py);
+    returns the run id (None where it was not recorded, said on stderr)."""
+    from datetime import datetime, timezone
+
+    import json
+
+    from edgemodels.report.machine import machine_info
+    from edgemodels.store.history import auto
+
+    try:  # the mode an edgemodels manifest beside the very file records (its size must match)
+        mf = json.loads((tflite.parent / "manifest.json").read_text(encoding="utf-8"))
+        mode = str(mf["quant"]) if mf.get("size_bytes") == tflite.stat().st_size else "as-is"
+    except (OSError, ValueError, KeyError, TypeError):
+        mode = "as-is"
+    doc = {"device": "native" if not getattr(args, "remote", None) else args.remote, "created":
+           datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": {**machine_info(), **machine},
+           "rows": [{"device": "native", "model": f"tflite:{tflite}", "mode": mode, "seq": "as-is", **fields}]}
+    run_id, note = auto.record(args.history, doc, options={"command": source}, data_fingerprint=data_fingerprint,
+                               source=source)
+    print(f"edgemodels: {note}", file=sys.stderr)
+    return run_id

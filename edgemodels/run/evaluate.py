@@ -12,6 +12,7 @@ caller may hold TensorFlow's threads) and never import TensorFlow (numpy and the
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -170,6 +171,29 @@ def predict(model: runtime.TFLiteModel, ids: list[list[int]], pad: int, on_done=
 _WORKER: dict = {}  # the worker process's interpreter, loaded once by _worker_init
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A model a worker process loaded, described to the caller, who must not load it: TensorFlow is in this process,
+    and the device's runtime never shares one with it (tflite-runtime 2.14 beside TensorFlow fails with
+    "vector::reserve"). Every inference then runs in spawned workers (split_logits)."""
+
+    path: Path
+    runtime_name: str
+    runtime_version: str
+    num_threads: int
+    fixed_length: int | None
+
+
+def _isolate(runtime_name: str | None) -> bool:
+    """Whether this process must not load a TFLite runtime itself: it holds TensorFlow (the bench, a build)."""
+    return "tensorflow" in sys.modules and runtime_name != "tensorflow"
+
+
+def _probe(path: str, runtime_name: str | None, threads: int) -> tuple[str, str, int | None]:
+    model = runtime.load(path, runtime=runtime_name, num_threads=threads)
+    return model.runtime_name, model.runtime_version, model.fixed_length
+
+
 def _worker_init(path: str, runtime_name: str, threads: int, pad: int) -> None:
     _WORKER.update(model=runtime.load(path, runtime=runtime_name, num_threads=threads), pad=pad)
 
@@ -230,6 +254,9 @@ def split_logits(model: runtime.TFLiteModel, ids: list[list[int]], pad: int, *, 
     update = None if bar is None else bar.update
     out: np.ndarray | None = None
     rest = order
+    if isinstance(model, Loaded):  # loaded in a worker, never here: every tweet goes to spawned workers
+        return logits_parallel(model.path, ids, pad, runtime_name=model.runtime_name, fixed_length=model.fixed_length,
+                               workers=max(1, workers), threads=model.num_threads, bar=bar), max(1, workers)
     if workers > 1 and probe and n > PROBE_TWEETS:
         pos = np.unique(np.linspace(0, n - 1, PROBE_TWEETS).astype(np.int64))
         first = order[pos]
@@ -266,9 +293,14 @@ def evaluation_set(data_spec: str, n: int | None) -> Dataset:
 
 
 def load_planned(tflite: Path, *, runtime_name: str | None = None, threads: int | None = None,
-                 workers: int | None = None) -> tuple[runtime.TFLiteModel, Plan]:
-    """(the interpreter, the plan): `plan()` for the file's size, the model loaded at the plan's thread count."""
+                 workers: int | None = None) -> tuple[runtime.TFLiteModel | Loaded, Plan]:
+    """(the interpreter, the plan): `plan()` for the file's size, the model loaded at the plan's thread count; where
+    this process holds TensorFlow, loaded in a spawned worker instead and described (Loaded)."""
     how = plan(Path(tflite).stat().st_size, workers=workers, threads=threads)
+    if _isolate(runtime_name):
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            name, version, fixed = pool.submit(_probe, str(tflite), runtime_name, how.threads).result()
+        return Loaded(Path(tflite), name, version, how.threads, fixed), how
     return runtime.load(tflite, runtime=runtime_name, num_threads=how.threads), how
 
 

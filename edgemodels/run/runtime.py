@@ -18,14 +18,16 @@ import numpy as np
 from edgemodels.quiet import native_stderr
 from edgemodels.errors import EdgeModelsError
 
-RUNTIMES: tuple[str, ...] = ("ai-edge-litert", "tflite-runtime", "tensorflow")
-"""Preference order when no runtime is named."""
-
 _MODULES = {
+    # name -> (the module holding its Interpreter, the package whose version it reports). A TFLite runtime with
+    # the same Interpreter API is one record here; the options, worker and targets read this table.
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai_edge_litert"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite_runtime"),
     "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
 }
+
+RUNTIMES: tuple[str, ...] = tuple(_MODULES)
+"""Preference order when no runtime is named."""
 
 
 class RuntimeUnavailable(EdgeModelsError, RuntimeError):

@@ -233,12 +233,10 @@ def cmd_compare(args) -> int:
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:
-    from edgemodels.store.history import ENV, default_path
+    from edgemodels import options
 
-    where = (f"the history database: a file path or URL (sqlite:///FILE, postgresql://USER@HOST/DB); default "
-             f"${ENV}, else {default_path()}")
     h = sub.add_parser("history", parents=[common], help="the recorded runs: a table per metric and a trend plot")
-    h.add_argument("--history", metavar="URL", help=where)
+    options.add_to_parser(h, "--history")
     h.add_argument("--device", help="only runs for this device (desktop, pi3, ...)")
     h.add_argument("--model", help="only this model's rows")
     h.add_argument("--mode", metavar="Q", help="only this quantization mode's rows (drq, fp32, w4, ...)")
@@ -258,7 +256,7 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
                        help="every row and metric of two runs (history ids or report.json files): deltas and decisions")
     c.add_argument("a", metavar="A", help="the baseline side: a run id from `history`, or a report.json / report dir")
     c.add_argument("b", metavar="B", help="the side compared with it, likewise")
-    c.add_argument("--history", metavar="URL", help=where)
+    options.add_to_parser(c, "--history")
     c.add_argument("--metric", action="append", metavar="M", help="only these metrics (default: every numeric one)")
     c.set_defaults(func=cmd_compare)
 

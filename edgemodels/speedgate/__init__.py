@@ -1,13 +1,15 @@
 """The statistical throughput gate: adaptive timing against a committed yardstick, a sample digest, a decision.
 
-How the bench uses it (one case)::
+How the bench uses it (one case; the gate times at GATE_THREADS, whatever the device's thread count)::
 
     from edgemodels import speedgate
 
-    yard = speedgate.yardstick.load(num_threads=threads, runtime=runtime_name)  # once per thread count
-    digest, verdict = speedgate.gate(run, yard, threads=threads, settings=speedgate.settings_for(scale),
-                                     baseline=baseline_digest_or_None, threshold=0.10, same_machine=True)
-    row["throughput_digest"] = digest.to_json()      # Digest.from_json(...) reads it back as a baseline
+    yard = speedgate.yardstick.load(num_threads=speedgate.GATE_THREADS, runtime=runtime_name)  # once
+    model = runtime.load(tflite, runtime=runtime_name, num_threads=speedgate.GATE_THREADS)
+    digest, verdict = speedgate.gate(run, yard, threads=speedgate.GATE_THREADS,
+                                     settings=speedgate.settings_for(scale), baseline=baseline_or_None,
+                                     threshold=0.10, same_machine=True, mode=case.quant)
+    row["throughput_gate"] = digest.to_json()   # Digest.from_json(...) reads it back as the next baseline
 
 Modules: stats (pure: intervals, digest, decision), timer (the loop, priority, load), yardstick (the pinned file).
 """
@@ -58,9 +60,9 @@ def gate(run: Callable[[], object], yard: yardstick.Yardstick, *, threads: int |
 
     Without a baseline the timing aims at settings.target (a digest fit to be saved as one); with one it stops
     as soon as the verdict is conclusive, else at settings.cap_s (inconclusive). same_machine=False: the
-    baseline is another machine's, and the limit widens by the case's mode's cross-CPU spread (cross_machine_spread;
-    the verdict's basis says so). inferences_per_call: see
-    time_case (a dynamic-length case: one call = one pass over its tweets). Raises Incomparable when the
+    baseline is another machine's, and the limit widens by the cross-CPU spread of the case's mode
+    (cross_machine_spread; the verdict's basis says so). inferences_per_call: see time_case (a dynamic-length
+    case: one call = one pass over a fixed set of tweets). Raises Incomparable, before timing anything, when the
     baseline was timed against another yardstick or at another thread count.
     """
     args: dict = dict(threshold=threshold, same_machine=same_machine)
@@ -73,6 +75,7 @@ def gate(run: Callable[[], object], yard: yardstick.Yardstick, *, threads: int |
     return digest, None if baseline is None else compare(digest, baseline, **args)
 
 
-__all__ = ["CONFIDENCE", "CROSS_MACHINE_SPREAD", "GATE_THREADS", "UNMEASURED_SPREAD", "cross_machine_spread", "INCONCLUSIVE", "PASS", "REGRESSION", "SCALE_SETTINGS", "Digest",
-           "DigestError", "Estimate", "Incomparable", "Load", "Settings", "Verdict", "compare", "decided", "gate",
-           "settings_for", "stats", "time_case", "timer", "yardstick"]
+__all__ = ["CONFIDENCE", "CROSS_MACHINE_SPREAD", "GATE_THREADS", "INCONCLUSIVE", "PASS", "REGRESSION",
+           "SCALE_SETTINGS", "UNMEASURED_SPREAD", "Digest", "DigestError", "Estimate", "Incomparable", "Load",
+           "Settings", "Verdict", "compare", "cross_machine_spread", "decided", "gate", "settings_for", "stats",
+           "time_case", "timer", "yardstick"]

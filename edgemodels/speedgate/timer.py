@@ -277,8 +277,8 @@ def stop_reason(d: stats.Digest, settings: Settings, stop: Callable[[stats.Diges
     return "cap" if over_cap else None
 
 
-def _digest(cs: Sequence[float], ys: Sequence[float], rel: Sequence[float], started: float, threads: int | None, stopped: str,
-            sha: str, priority: str, monitor: LoadMonitor | None, before: float | None) -> stats.Digest:
+def _digest(cs: Sequence[float], ys: Sequence[float], rel: Sequence[float], started: float, threads: int | None,
+            stopped: str, sha: str, priority: str, monitor: LoadMonitor | None, before: float | None) -> stats.Digest:
     d = stats.digest(cs, ys, rel, seconds=time.perf_counter() - started, threads=threads, stopped=stopped,
                      yardstick_sha256=sha, load=monitor.summary(before) if monitor else None)
     return replace(d, priority=priority)

@@ -143,9 +143,9 @@ class Digest:
         return 1e3 / self.case_ms.median
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["relative_quantiles"] = list(self.relative_quantiles)
-        return d
+        """A plain dict for strict JSON: floats to 6 significant digits (a committed baseline stays readable),
+        a missing interval bound as null."""
+        return _rounded(asdict(self))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "digest") -> "Digest":
@@ -159,7 +159,9 @@ class Digest:
         def est(key: str) -> Estimate:
             e = data.get(key)
             try:
-                return Estimate(float(e["median"]), float(e["low"]), float(e["high"]), float(e["mad"]), int(e["n"]))
+                low = -math.inf if e["low"] is None else float(e["low"])
+                high = math.inf if e["high"] is None else float(e["high"])
+                return Estimate(float(e["median"]), low, high, float(e["mad"]), int(e["n"]))
             except (TypeError, KeyError, ValueError) as exc:
                 raise DigestError(f"{where}.{key}: needs median, low, high, mad, n ({exc!r})") from None
 
@@ -177,6 +179,16 @@ class Digest:
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise DigestError(f"{where}: missing or malformed field ({exc!r})") from None
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):  # an interval too few rounds had (+-inf) is written as null: strict JSON
+        return float(f"{x:.6g}") if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v) for v in x]
+    return x
 
 
 def _compact(x: np.ndarray) -> tuple[float, ...]:

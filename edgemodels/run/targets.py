@@ -62,6 +62,24 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class GateRequest:
+    """What the throughput gate asks a worker (edgemodels/run/speedgate): time the case against the yardstick file
+    at `threads`, with these settings; given a baseline digest, stop once the verdict against it is known."""
+
+    yardstick: Path
+    threads: int
+    settings: Mapping[str, object]
+    baseline: Mapping[str, object] | None = None
+    compare: Mapping[str, object] = field(default_factory=dict)
+    inferences_per_call: int = 1
+
+    def request(self) -> dict:
+        return {"yardstick": str(self.yardstick), "threads": self.threads, "settings": dict(self.settings),
+                "baseline": None if self.baseline is None else dict(self.baseline), "compare": dict(self.compare),
+                "inferences_per_call": self.inferences_per_call}
+
+
+@dataclass(frozen=True)
 class Identity:
     """Who produced a figure. `via` is "here", "qemu" or "ssh user@host:port"."""
 
@@ -125,6 +143,7 @@ class WorkerResult:
     stderr: str = ""
     killed_at_bytes: int | None = None  # the worker's RSS when it was stopped for passing its memory limit
     inputs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # input name -> shape (-1: dynamic)
+    gate: Mapping[str, object] | None = None  # the throughput gate's digest (speedgate.Digest.to_json), if asked
 
     @property
     def fixed_length(self) -> int | None:
@@ -212,13 +231,13 @@ class Target:
     def run(self, tflite: Path | None, *, runtime: str | None = None, threads: int | None = None,
             feeds: Sequence[Mapping[str, np.ndarray]] = (), outputs: bool = True, timing: Timing | None = None,
             memory_runs: int | None = None, seq_len: int | None = None, memory_limit_bytes: int | None = None,
-            timeout_s: float = 900) -> WorkerResult:
+            gate: GateRequest | None = None, timeout_s: float = 900) -> WorkerResult:
         """Load `tflite` in a fresh worker process and answer what is asked (see the module docstring).
 
         memory_runs: only load and run that many dummy inferences, so the process's peak RSS is the model's.
         memory_limit_bytes: stop the worker once its RSS passes this (where the target can watch it: this host):
-        a budget is enforced, not crashed into. A runtime refusing the model is a result (loads False, error = its
-        message), not an exception.
+        a budget is enforced, not crashed into. gate: also time the throughput gate's digest (WorkerResult.gate).
+        A runtime refusing the model is a result (loads False, error = its message), not an exception.
         """
         if tflite is not None and not Path(tflite).is_file():
             raise TargetError(f"{tflite}: no such model file")
@@ -229,6 +248,8 @@ class Target:
             request["timing"] = asdict(timing)
         if memory_runs is not None:
             request["memory"] = {"runs": memory_runs, "seq_len": seq_len}
+        if gate is not None:
+            request["gate"] = gate.request()
         return self._run(None if tflite is None else Path(tflite).resolve(), request, list(feeds), timeout_s,
                          memory_limit_bytes)
 
@@ -261,7 +282,7 @@ def _result(status: Mapping, via: str, outputs: np.ndarray | None, wall: float, 
         latency_s=tuple(float(x) for x in status.get("latency_s") or ()),
         peak_rss_bytes=peak, threads=int(status.get("num_threads") or 0),
         identity=_identity(status, via), wall_s=wall, stderr=stderr, killed_at_bytes=killed_at,
-        inputs={k: tuple(v) for k, v in (status.get("inputs") or {}).items()},
+        inputs={k: tuple(v) for k, v in (status.get("inputs") or {}).items()}, gate=status.get("gate"),
     )
 
 

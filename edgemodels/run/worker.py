@@ -221,7 +221,46 @@ def main(argv: list[str]) -> int:
             status["error"] = f"{request['model']}: timed run failed in {status['runtime']}: {exc}"
             return finish()
         status["latency_s"] = samples
+    gate = request.get("gate")
+    if gate is not None:
+        try:
+            status["gate"] = _gate(gate, request["model"], status["runtime"], feeds or [model.dummy_feeds(None)])
+        except Exception as exc:  # noqa: BLE001 - a refusal at 1 thread, a changed yardstick: a result, named
+            status["error"] = f"{request['model']}: gate timing failed in {status['runtime']}: {exc}"
     return finish()
+
+
+def _gate(gate: dict, model_path: str, runtime_name: str, feeds: list) -> dict:
+    """The throughput gate's digest (edgemodels/run/speedgate): the case interleaved with the committed yardstick at
+    the gate's thread count, adaptive rounds, real-time priority where allowed; stops early once a baseline's verdict
+    is known. Timed here, on the device, like every other figure of this worker."""
+    from edgemodels.run import runtime
+    from edgemodels.run import speedgate
+
+    threads = gate["threads"]
+    yard = speedgate.yardstick.load(num_threads=threads, runtime=runtime_name, path=Path(gate["yardstick"]))
+    model = runtime.load(model_path, runtime=runtime_name, num_threads=threads)
+    per_call = int(gate.get("inferences_per_call") or 1)
+    if per_call > 1:  # a pass over a fixed set of tweets of their own lengths (dynamic-length models)
+        batch = feeds[:per_call]
+        per_call = len(batch)
+
+        def run():
+            for f in batch:
+                model.run(f)
+    else:
+        state = {"i": 0}
+
+        def run():
+            model.run(feeds[state["i"] % len(feeds)])
+            state["i"] += 1
+    run()  # the first invoke allocates
+    baseline = speedgate.Digest.from_json(gate["baseline"]) if gate.get("baseline") else None
+    stop = speedgate.decided(baseline, **gate.get("compare", {}))
+    digest = speedgate.time_case(run, yard.run, yardstick_sha256=yard.sha256, threads=threads,
+                                 settings=speedgate.Settings(**gate["settings"]), stop=stop,
+                                 inferences_per_call=per_call)
+    return digest.to_json()
 
 
 if __name__ == "__main__":

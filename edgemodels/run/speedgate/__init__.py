@@ -45,6 +45,14 @@ def cross_machine_spread(mode: str) -> tuple[float, str]:
     return UNMEASURED_SPREAD, f"not measured for {mode}: the widest measured"
 
 
+def compare_args(*, threshold: float = 0.10, same_machine: bool = True, mode: str | None = None) -> dict:
+    """The arguments of stats.compare for a case: across machines, its mode's cross-CPU spread and what that rests on."""
+    args: dict = dict(threshold=threshold, same_machine=same_machine)
+    if not same_machine:
+        args["cross_machine_spread"], args["spread_basis"] = cross_machine_spread(mode or "")
+    return args
+
+
 def decided(baseline: Digest | None, **compare_args) -> Callable[[Digest], bool] | None:
     """The stop rule for time_case: stop as soon as the comparison with the baseline is conclusive."""
     if baseline is None:
@@ -65,9 +73,7 @@ def gate(run: Callable[[], object], yard: yardstick.Yardstick, *, threads: int |
     case: one call = one pass over a fixed set of tweets). Raises Incomparable, before timing anything, when the
     baseline was timed against another yardstick or at another thread count.
     """
-    args: dict = dict(threshold=threshold, same_machine=same_machine)
-    if not same_machine:
-        args["cross_machine_spread"], args["spread_basis"] = cross_machine_spread(mode or "")
+    args = compare_args(threshold=threshold, same_machine=same_machine, mode=mode)
     if baseline is not None:  # before any time is spent
         stats.check_comparable(baseline, yard.sha256, threads)
     digest = time_case(run, yard.run, yardstick_sha256=yard.sha256, threads=threads, settings=settings,
@@ -76,6 +82,6 @@ def gate(run: Callable[[], object], yard: yardstick.Yardstick, *, threads: int |
 
 
 __all__ = ["CONFIDENCE", "CROSS_MACHINE_SPREAD", "GATE_THREADS", "INCONCLUSIVE", "PASS", "REGRESSION",
-           "SCALE_SETTINGS", "UNMEASURED_SPREAD", "Digest", "DigestError", "Estimate", "Incomparable", "Load",
+           "SCALE_SETTINGS", "UNMEASURED_SPREAD", "compare_args", "Digest", "DigestError", "Estimate", "Incomparable", "Load",
            "Settings", "Verdict", "compare", "cross_machine_spread", "decided", "gate", "settings_for", "stats",
            "time_case", "timer", "yardstick"]

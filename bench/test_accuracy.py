@@ -1,8 +1,8 @@
 """Accuracy of each .tflite through the interpreter, on the data set's evaluation split.
 
-Floors (edgemodels/study/criteria.py FLOORS) are measured values minus headroom, keyed by (data kind, scale, model);
-each beats the majority class by at least MAJORITY_MARGIN_PTS, and a data set or scale without a floor falls back to
-"beat the majority class by that margin", which every fine-tuned model must.
+Floors (edgemodels/study/criteria.py FLOORS) are measured values minus headroom, keyed by (data kind, scale, model)
+(docs/measurements.md#floors); each beats the majority class by at least MAJORITY_MARGIN_PTS, and a data set or
+scale without a floor falls back to "beat the majority class by that margin", which every fine-tuned model must.
 
 A model that has a pretrained source but ended up a random init FAILS here (with the install command); only a model
 with no pretrained source reachable skips (edgemodels.build.models.random_init_verdict says which). Known losses and

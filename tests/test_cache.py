@@ -132,9 +132,9 @@ def test_corrupted_committed_entry_is_detected_and_rebuilt(tmp_path, damage):
 
 
 def test_a_hit_rehashes_only_files_changed_since_the_build(tmp_path, monkeypatch):
-    """Why: every bench process re-hashed every file it used (~9 s of CPU for BERT-Large's 9 GB, three times a CI
-    run). A file whose mtime is the one the build recorded is not hashed again; one written since is, and
-    `cache verify` (rehash) hashes all."""
+    """Why: every bench process re-hashed every file it used: seconds of CPU, three times a CI run
+    (docs/measurements.md#cache-rehash). A file whose mtime is the one the build recorded is not hashed again; one
+    written since is, and `cache verify` (rehash) hashes all."""
 
     def build(tmp: Path) -> dict:
         (tmp / "old.bin").write_bytes(b"settled")

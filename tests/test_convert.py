@@ -105,7 +105,7 @@ def test_saving_only_the_signature_converts_to_the_same_bytes(tiny_tf_model, tmp
 
     @tf.function(input_signature=[tf.TensorSpec([1, seq], tf.int32, name="input_ids"),
                                   tf.TensorSpec([1, seq], tf.int32, name="attention_mask")])
-    def serve(input_ids, attention_mask):  # the export before 2026-12-01: the same function, the whole model saved
+    def serve(input_ids, attention_mask):  # the earlier export: the same function, the whole model saved
         return {"logits": tiny_tf_model(input_ids=input_ids, attention_mask=attention_mask,
                                         token_type_ids=tf.zeros_like(input_ids), training=False).logits}
 

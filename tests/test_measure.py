@@ -147,7 +147,8 @@ def test_projecting_a_profile_without_factor_errors():
 
 
 def test_projection_is_refused_from_a_runtime_the_factor_does_not_hold_for():
-    """tflite-runtime 2.14's x86 wheel is ~40x slower than ai-edge-litert: a factor applied to it lies."""
+    """tflite-runtime 2.14's x86 wheel is ~40x slower than ai-edge-litert: a factor applied to it lies
+    (docs/measurements.md#x86-tflite-runtime)."""
     pl = Placement(devices.get("pi3"), False, "projected")
     with pytest.raises(measure.ProjectionRefused, match="tflite-runtime.*ai-edge-litert"):
         measure.project(2.0, pl, host_threads=2, runtime="tflite-runtime")
@@ -234,7 +235,7 @@ BALLAST_MIB = 192
 """What the worker is made to hold on top of its normal run: far above the run-to-run noise, far from 100 MiB."""
 BALLAST_SLACK_MIB = 16
 """The two workers differ only in the ballast (same code, model, runtime, threads): the ballast must show within
-this much. Generous: six runs of each on a loaded 2-core VM spread by under 1 MiB, the ballast by 192.0."""
+this much. Generous: far above the spread of repeated runs (docs/measurements.md#rss-ballast)."""
 
 
 @pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert not installed")

@@ -50,7 +50,7 @@ def test_expected_refusals_come_from_the_registry():
     pi3 = ("tflite-runtime", "2.14.0")
     out = expected.BUILTIN_OUTCOMES
     assert "INT4" in out.refusal(*pi3, "w4").reason and "INT4" in out.refusal(*pi3, "pruned-w4").reason
-    assert out.refusal(*pi3, "w8") is None  # measured: loads and runs on the 2.14 wheel
+    assert out.refusal(*pi3, "w8") is None  # loads and runs there (docs/measurements.md#pi3-refusals)
     assert out.refusal("ai-edge-litert", "2.3.0", "w4") is None
     for m in modes.MODES.values():  # what a refusing runtime should use instead is itself not refused there
         for r in m.refusals:

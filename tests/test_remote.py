@@ -292,8 +292,8 @@ def test_local_target_answers_outputs_latency_rss_identity(tiny_tflite):
 
 
 BALLAST_MIB, BALLAST_SLACK_MIB = 192, 16
-"""A known amount the worker is made to hold, and how closely its peak RSS must show it (tests/test_measure.py: the
-same child with and without it spread by under 1 MiB over six runs on a loaded 2-core VM)."""
+"""A known amount the worker is made to hold, and how closely its peak RSS must show it (tests/test_measure.py;
+docs/measurements.md#rss-ballast)."""
 
 
 def test_worker_peak_rss_grows_by_what_it_holds(tiny_tflite, tmp_path):

@@ -400,9 +400,10 @@ def test_committed_ci_baselines_pass_ci_gate_on_their_own_figures(device):
 
 
 def test_accuracy_baseline_is_per_machine(tmp_path):
-    """Why: training is bit-identical only on one CPU (MPNet CI: 73.0 % Xeon, 68.7 % EPYC). A machine with its
-    own baseline is gated at -0.5 pt; one without is compared with the lowest recorded machine at the looser
-    cross-machine tolerance (5 pt, above the measured 4.3 pt spread), says so, and still fails a real drop."""
+    """Why: training is bit-identical only on one CPU (docs/measurements.md#cross-cpu-accuracy: the figures below
+    are MPNet-base's at CI scale on the two CPUs CI ran on). A machine with its own baseline is gated at -0.5 pt; one
+    without is compared with the lowest recorded machine at the looser cross-machine tolerance (5 pt), says so, and
+    still fails a real drop."""
     save_baseline(_one(acc=0.73), tmp_path, "xeon")
     regs, notes = compare_baseline(_one(acc=0.6867), tmp_path, "epyc", metrics=("accuracy",))
     assert regs == []

@@ -166,8 +166,8 @@ def test_large_models_may_miss_memory_only_where_measured():
 
 def test_arm_tolerances_follow_the_measured_drift():
     """Why: int8 allowed 4.0 against a measured 2.7 (quantization error, not ARM drift), so drift went unseen."""
-    # Every mode a bench scale builds has measured drift (issue 12's under QEMU since 2026-12-01); pruned-fp32 is only
-    # the source of the pruned recipe modes.
+    # Every mode a bench scale builds has measured drift (docs/measurements.md#arm-diff); pruned-fp32 is only the
+    # source of the pruned recipe modes.
     assert {c.quant for sc in suite.SUITE_SCALES.values() for c in sc.cases} <= set(criteria.ARM_DIFF_MEASURED)
     for mode in criteria.ARM_DIFF_MEASURED:
         ratio = criteria.ARM_DIFF_TOLERANCE[mode] / criteria.ARM_DIFF_MEASURED[mode]

@@ -1,8 +1,8 @@
 """TFLite FlatBuffers from a fine-tuned Keras classifier, in the compression modes the suite compares.
 
-The SavedModel path is used (measured here: about 2x faster and half the peak memory of converting
-from concrete functions). Signatures take `input_ids` and `attention_mask` only ([1, seq] int32, or
-[1, None] for a dynamic-length model); token types are zeros inside the graph.
+The SavedModel path is used: faster and lighter on memory than converting from concrete functions
+(docs/measurements.md#savedmodel-export). Signatures take `input_ids` and `attention_mask` only ([1, seq] int32,
+or [1, None] for a dynamic-length model); token types are zeros inside the graph.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def export_saved_model(model, out_dir: Path, seq: int | None) -> Path:
         return {"logits": model(**kwargs).logits}
 
     # Only the variables and the serving signature are saved, not the Keras model: saving the model traces every
-    # layer's call function, and the converter then works through that whole function library. Measured
-    # 2026-12-01 on MobileBERT (2-core Xeon): save 104 s -> 15 s of CPU, drq conversion 76 s -> 20 s, and the
-    # .tflite byte-identical (tests/test_convert.py checks the identity on tiny-bert).
+    # layer's call function, and the converter then works through that whole function library: several times the
+    # CPU for a byte-identical .tflite (tests/test_convert.py checks the identity on tiny-bert;
+    # docs/measurements.md#savedmodel-export).
     holder = tf.Module()
     holder.weights = list(model.variables)
     tf.saved_model.save(holder, str(out_dir), signatures={"serving_default": serve})

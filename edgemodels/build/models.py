@@ -421,9 +421,10 @@ def freeze_bottom_layers(model, n: int) -> int:
     parameter count left.
 
     Why: on a CPU the backward pass is two thirds of a fine-tune step, and no gradient flows below the lowest
-    trainable layer: MPNet-base's CI fine-tune with its bottom 9 of 12 layers frozen took 425 CPU-s instead of ~800
-    (2026-12-02, edgemodels/suite.py). A weight the encoder owns itself is used by every layer (MPNet's
-    relative-position bias) and is frozen with them, else the backward pass would still run through all of them."""
+    trainable layer: MPNet-base's CI fine-tune with its bottom 9 of 12 layers frozen takes about half the CPU
+    (study/matrix.py; docs/measurements.md#mpnet-ci-recipe). A weight the encoder owns itself is used by every
+    layer (MPNet's relative-position bias) and is frozen with them, else the backward pass would still run through
+    all of them."""
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     encoder = getattr(base, "encoder", None)
     layers = list(getattr(encoder, "layer", None) or [])

@@ -9,11 +9,11 @@ RESHAPE(ids -> [-1]) -> EMBEDDING_LOOKUP(ids, table) -> RESHAPE(-> ids shape + [
 (checked bit-exact on fp32 by tests/test_quantize.py), which the quantizer's recipes do cover. The library
 then does all the quantizing; this module only rewrites the graph and picks the recipe.
 
-Which recipe (measured on MiniLM-L6, numbers in edgemodels/modes.py and the README): int4 is the quantizer's
-*dynamic* recipe (LiteRT's hybrid kernels read the int4 weights; its weight-only int4 re-expands the tables at every
-inference, 16x slower), channelwise (one scale per output channel, per row of an embedding table): blockwise-32
-costs 6.5 % more bytes for 0.7 accuracy point, and bytes are what int4 is for. int8 is weight-only: expanded once
-at load, so fp32 speed, and it loads on tflite-runtime 2.14 (a Pi 3), which no int4 file does.
+Which recipe (measured on MiniLM-L6: docs/measurements.md#w4-recipe): int4 is the quantizer's *dynamic* recipe
+(LiteRT's hybrid kernels read the int4 weights; its weight-only int4 re-expands the tables at every inference, 16x
+slower), channelwise (one scale per output channel, per row of an embedding table): blockwise-32 costs 6.5 % more
+bytes for 0.7 accuracy point, and bytes are what int4 is for. int8 is weight-only: expanded once at load, so fp32
+speed, and it loads on tflite-runtime 2.14 (a Pi 3), which no int4 file does.
 """
 
 from __future__ import annotations

@@ -297,9 +297,9 @@ SCALES: dict[str, TrainConfig] = {
     # Minutes on 2 CPU cores: a reduced but real fine-tune (same code path as `paper`).
     "ci": TrainConfig(epochs=2, max_examples=3000, max_val_examples=1000, max_length=64, learning_rate=1e-4),
     # The whole training split, as the paper did. One pass: on 2 CPU cores an epoch over RepLab's 24,140
-    # training tweets took 10 min for MiniLM-L6 and 47 min for MPNet-base (2026-11-24). Both get the same
-    # budget, so the large/compact comparison is fair; with one epoch nothing is selected on the validation
-    # split that accuracy is then reported on.
+    # training tweets takes about ten minutes for MiniLM-L6 and most of an hour for MPNet-base
+    # (docs/measurements.md#paper-training-time). Both get the same budget, so the large/compact comparison is
+    # fair; with one epoch nothing is selected on the validation split that accuracy is then reported on.
     "paper": TrainConfig(epochs=1, max_examples=None, max_val_examples=None, max_length=128, learning_rate=5e-5),
 }
 

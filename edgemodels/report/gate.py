@@ -111,8 +111,8 @@ def baseline_accuracies(row: dict) -> dict[str, float]:
     """A baseline row's accuracy per machine id.
 
     Why per machine: training is bit-identical across runs only on the same CPU; another CPU's float
-    kernels train another model (measured: MPNet-base at CI scale 73.0 % on a Xeon, 68.7 % on an EPYC;
-    MiniLM-L6 within 0.5 pt). Rows written before this (one "accuracy") count as their machine_id's.
+    kernels train another model (docs/measurements.md#cross-cpu-accuracy). Rows written before this (one
+    "accuracy") count as their machine_id's.
     """
     if isinstance(row.get("accuracy_by_machine"), dict):
         return {str(k): float(v) for k, v in row["accuracy_by_machine"].items() if v is not None}

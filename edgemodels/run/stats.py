@@ -111,8 +111,8 @@ class Projection:
 
 PROJECTION_RUNTIMES: tuple[str, ...] = ("ai-edge-litert", "tensorflow")
 """Host runtimes a speed factor may be applied to: the XNNPACK-backed x86 kernels of a desktop run.
-tflite-runtime 2.14's x86 wheel runs MobileBERT drq-compat 40-50x slower than ai-edge-litert on the same
-file (390-530 ms vs 10 ms), so a projection from it would be ~40x too low."""
+tflite-runtime 2.14's x86 wheel runs the same file ~40x slower than ai-edge-litert, so a projection from it would
+be ~40x too low (docs/measurements.md#x86-tflite-runtime)."""
 
 
 class ProjectionRefused(EdgeModelsError, ValueError):

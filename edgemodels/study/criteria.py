@@ -151,10 +151,10 @@ def floor_for(kind: str, scale: str, model: str, mode: str, majority: float) -> 
 
 MODE_DROP_TOLERANCE_PTS: Mapping[str, float] = MappingProxyType(
     {n: m.drop_tolerance_pts for n, m in modes.MODES.items()})
-"""Accuracy drop allowed vs the same model's fp32, in points, by mode."""
+"""Accuracy drop allowed vs the same model's fp32, in points, by mode (docs/measurements.md#mode-tolerances)."""
 
 MODE_MIN_COMPRESSION: Mapping[str, float] = MappingProxyType({n: m.min_compression for n, m in modes.MODES.items()})
-"""How much smaller each mode must be than the same model's fp32 file."""
+"""How much smaller each mode must be than the same model's fp32 file (docs/measurements.md#mode-tolerances)."""
 
 PARAM_SIZE_TOLERANCE = 0.05
 """A file further than this from params x the mode's bytes per parameter lost or duplicated weights."""

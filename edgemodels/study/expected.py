@@ -126,13 +126,11 @@ _ACCURACY_TESTS = ("test_accuracy_floor", "test_drop_vs_fp32")
 
 BUILTIN: tuple[Expected, ...] = (
     # -- known losses: modes measured to lose more than their tolerance (test_drop_vs_fp32) and to fall below the
-    # model's floor (test_accuracy_floor, bench/test_accuracy.py FLOORS).
-    # pytest bench/ --device=desktop (scale ci, builtin), 2026-11-24: full-integer int8 collapses to the
-    # majority class (65.5 % vs fp32 80.8 %, majority 65.7 %): post-training int8 of softmax/layer-norm
-    # activations with 100 calibration tweets. Use drq for these models.
+    # model's floor (test_accuracy_floor, study/criteria.py FLOORS). Full-integer int8 collapses to or below the
+    # majority class: post-training int8 of the softmax and layer-norm activations breaks these encoders; use drq
+    # (docs/measurements.md#known-losses).
     Expected("loss", "measured -15.3 points (2026-11-24): int8 predicts the majority class", _ACCURACY_TESTS,
              data="builtin", scale="ci", model="minilm-l6", mode="int8"),
-    # pytest bench/ --scale=paper --data replab:DIR, 2026-11-24: int8 32.7 % vs fp32 74.6 % (majority 59.5 %).
     Expected("loss", "measured -41.9 points (2026-11-24): int8 falls below the majority class", _ACCURACY_TESTS,
              data="replab", scale="paper", model="minilm-l6", mode="int8"),
     Expected("loss", "measured -18.2 points (2026-11-24): int8 predicts the majority class", _ACCURACY_TESTS,
@@ -140,36 +138,29 @@ BUILTIN: tuple[Expected, ...] = (
     # -- claim misses: where the paper's -4.1 points does NOT hold (test_compact_vs_large; model = the compact
     # model, versus = the large one). These are findings, not defects: the claims table says "DOES NOT HOLD".
     # None known.
-    # -- strict misses: where the strict 160x (issue 12) is not reached (test_strict_ratio). Scale ci, builtin:
-    # until 2026-12-02 minilm-l6 pruned-w4 (6,888,928 bytes, 194.2x, 77.5 %) passed against an under-trained
-    # mpnet-base fp32 (68.7-73.0 %; the claims table said that comparison could not test the claim). Since MPNet-base's
-    # CI fine-tune keeps its bottom 9 layers pretrained it scores 83.3 % (Keras logits, this Xeon and under AVX2):
-    # pruned-w4 is then 5.8 points behind, pruned-w8 (102x) 4.2, and what stays within 4.1 (drq, w8) is ~58x.
-    # At paper scale on RepLab the distilled minilm-l6-kd pruned-w4 meets it (README, "Beyond the paper").
-    # At the frequency floor 1 pruned-w4 was 8,395,088 bytes, 159.4x: edgemodels.build.modes.PRUNE_MIN_COUNT says why 5.
+    # -- strict misses: where the strict 160x (issue 12) is not reached (test_strict_ratio). At CI scale on the
+    # built-in data every artifact small enough is more than 4.1 points behind the large reference; at paper scale
+    # on RepLab one is within them (docs/measurements.md#strict-miss).
     Expected("strict-miss", "measured 2026-12-02 (CI budget, built-in data): against mpnet-base fp32 at 83.3 % the "
              "160x artifact (minilm-l6 pruned-w4, 77.5 %) is 5.8 points behind; within 4.1 points only ~58x (drq, w8)",
              ("test_strict_ratio",), data="builtin", scale="ci"),
     # -- speed: deployable modes whose projected speed on a device sits at its target (test_throughput). Weight-only
     # int8 (w8, pruned-w8) runs float kernels after DEQUANTIZE, so it runs at fp32's speed; on a Pi 3 that projects
-    # to ~1/s. Projected from host timings (x 0.025, devices.py) on 2026-12-01 (CI scale, gated pi3 passes alone on
-    # the 2-core Xeon): minilm-l6 w8 0.999/s and 1.32/s in two runs, fp32 1.007/s; beside other jobs 0.55/s. At the
-    # target within the run-to-run spread, so not strict; the floor 0.75/s is the lower of the two lone runs less
-    # that 25 % spread: below it the mode got slower, and the test fails.
+    # to ~1/s. At the target within the run-to-run spread, so not strict; the floor 0.75/s is the lower of two lone
+    # runs less that spread: below it the mode got slower, and the test fails (docs/measurements.md#pi3-w8-speed).
     *(Expected("speed", "weight-only int8 runs float kernels (DEQUANTIZE, then fp32): on a Pi 3 it projects at fp32's "
                "~1.0/s (w8 0.999/s and 1.32/s in two runs, fp32 1.007/s, 2026-12-01), at the 1/s target within timing noise; there use "
                "drq-compat (MobileBERT 1.9/s, MiniLM-L6 4.6/s projected)", ("test_throughput",), device="pi3",
                mode=m, strict=False, floor=0.75) for m in ("w8", "pruned-w8")),
-    # -- conversion failures: (model, seq) the TFLite converter cannot turn into builtin ops. Measured 2026-11-24,
-    # TF 2.21: `ERROR_NEEDS_FLEX_OPS` for tf.Log and tf.RealDiv on float64.
+    # -- conversion failures: (model, seq) the TFLite converter cannot turn into builtin ops (TF 2.21:
+    # `ERROR_NEEDS_FLEX_OPS`; docs/measurements.md#conversion-failures).
     Expected("conversion", "MPNet computes its relative-position buckets in float64 (tf.Log, tf.RealDiv) from the "
                            "run-time length: not TFLite builtins (they need Flex ops); at a fixed length they fold "
                            "into constants", model="mpnet-base", seq="dynamic"),
     # -- memory misses: devices where a large (non-compact) model may not fit the memory budget. There the memory
     # test xfails with its numbers; on any other device a large model that does not fit fails like a compact one.
-    # Measured 2026-11-24 (CI scale): BERT-Large fp32 peaks at 1,140 MB against the Pi 3's 752 MB budget;
-    # MPNet-base fp32 peaks at 736 MB on the desktop, within 2 % of it. Pi 4 (3.4 GB budget) fits BERT-Large fp32
-    # (2,476 MB on the desktop).
+    # Only the 1 GB Pi 3 misses: BERT-Large fp32 is far over its budget, MPNet-base fp32 just under it
+    # (docs/measurements.md#memory-misses).
     Expected("memory", "a 1 GB board (717 MiB for one application): BERT-Large fp32 needs 1,140 MB", device="pi3"),
 )
 """The built-in records, runtime refusals aside (those are `refusals_from_modes()`)."""

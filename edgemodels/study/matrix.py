@@ -72,12 +72,10 @@ class Scale:
         return self.train.get(model, self.train["*"])
 
 
-# MPNet-base at CI scale: its bottom 9 of 12 layers and embeddings stay pretrained (frozen_layers). Measured on
-# 2026-12-02 (2-core Xeon, 600 test tweets, Keras logits): fine-tuning all layers took ~800 CPU-s and got 73.0 %
-# here but 69.3 % with oneDNN held to AVX2 (the first epoch only ever predicted the majority class there); the top 3
-# trained take 425 CPU-s and get 83.3 % with the same predictions under both (bottom 6 frozen: 500 CPU-s, 83.0 %).
-# Validation on 500 tweets instead of 1,000 (385 CPU-s) keeps the same epoch, so the same weights. One epoch instead
-# of two was worse at every learning rate tried (68-74 %), 1,000 training tweets too (80.8 %). docs/results.md.
+# MPNet-base at CI scale: its bottom 9 of 12 layers and embeddings stay pretrained (frozen_layers). Training only the
+# top 3 costs about half the CPU of training all 12 and scores higher, with the same predictions on AVX-512 and AVX2
+# CPUs, where the all-layers recipe's accuracy depended on the CPU; fewer epochs or examples scored lower
+# (docs/measurements.md#mpnet-ci-recipe).
 _CI_MPNET = replace(SCALES["ci"], max_examples=1500, max_val_examples=500, epochs=2, max_length=48, frozen_layers=9)
 
 SUITE_SCALES: Mapping[str, Scale] = MappingProxyType({
@@ -97,10 +95,8 @@ SUITE_SCALES: Mapping[str, Scale] = MappingProxyType({
         eval_examples=600,
         throughput_rounds=8,
         # One tweet: one inference runs every kernel of the graph, which is what the ARM-vs-x86 agreement checks
-        # (more tweets add values, not kernels). Emulated float inference is what costs: MiniLM-L6 fp32 on the Pi 4,
-        # measured alone on 2026-12-02: load 1.9 s, 1 tweet 18.1 s, 2 tweets 34.1 s; MobileBERT fp32 on the Pi 4 in
-        # cold CI runs: 159 s wall for 2 tweets, 58 CPU-s for 1. At 4 tweets the emulated runs were ~28 of CI's ~80
-        # CPU-minutes, at 2 1,048 s of a cold run's phase-1 job time, at 1 584 s (issue 13).
+        # (more tweets add values, not kernels), and each emulated float inference costs many seconds of CPU
+        # (docs/measurements.md#emulation-examples).
         emulation_examples=1,
         description="reduced training budget, same code path; fits CI's 90 minutes on 2 cores",
     ),

@@ -55,13 +55,14 @@ def seq(value: str) -> int | None:
 
 
 def data_spec(value: str) -> str:
-    """A data spec whose form and path are valid (edgemodels.build.data.parse_spec); kept as the string given."""
-    from edgemodels.build import data
+    """A data spec of a known form (builtin, replab:DIR, csv:FILE); kept as the string given. Whether its path
+    exists and holds usable rows is checked right after parsing (edgemodels.build.data.check_loadable), where the
+    message can name the file."""
+    kind, sep, rest = value.strip().partition(":")
+    if value.strip() != "builtin" and (not sep or kind.strip().lower() not in ("replab", "csv") or not rest.strip()):
+        from edgemodels.build.data import SPEC_FORMS
 
-    try:
-        data.parse_spec(value)
-    except data.DataError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"unknown data spec {value!r}; valid forms: {SPEC_FORMS}")
     return value
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from edgemodels.report import gate, tables
 from edgemodels.report.claims import speed as speed_claim
+from edgemodels.options import fraction as _fraction
 from edgemodels.report.rows import ReportDirError
+from edgemodels.study.criteria import Thresholds
 
 BASELINE_DIR = Path("bench") / "baselines"
 
@@ -27,6 +29,12 @@ def add_options(g) -> None:
     g.addoption("--baseline-metrics", default="accuracy,size,throughput", metavar="A,B",
                 help="metrics --baseline-compare gates on (default all three; throughput only on the same machine id)")
     g.addoption("--baseline-save", action="store_true", help="write this run's results as the device's baseline")
+    g.addoption("--throughput-threshold", type=_fraction, default=Thresholds().throughput_drop, metavar="F",
+                help="the speed gate's threshold: a regression when the 95 %% interval of this run's yardstick-relative "
+                     "speed over the baseline's lies wholly below 1 - F (default %(default)s)")
+    g.addoption("--throughput-inconclusive", choices=("fail", "pass"), default="fail",
+                help="what an inconclusive speed verdict (the interval straddles the limit after the time cap) does "
+                     "to the gate (default fail: a slowdown near the threshold is not waved through)")
 
 
 def gated_metrics(config: pytest.Config) -> tuple[str, ...]:
@@ -59,8 +67,11 @@ def session_start(config: pytest.Config, s) -> None:
     if compare:
         try:
             gate.require_baseline(baseline_dir(config, s), s.device)
+            if "throughput" in gated_metrics(config):  # the speed gate decides while it times (it may stop early)
+                s.gate_baselines = gate.gate_baselines(baseline_dir(config, s), s.device)
         except gate.BaselineMissing as exc:
             raise pytest.UsageError(str(exc)) from None
+    s.gate_threshold = config.getoption("--throughput-threshold")
 
 
 def _used(s) -> bool:
@@ -95,8 +106,9 @@ def session_finish(session: pytest.Session, s) -> None:
     mid = s.report.machine["machine_id"]
     if compare:
         try:
-            s.regressions, s.baseline_notes = gate.compare_baseline(s.report, base_dir, mid,
-                                                                    metrics=gated_metrics(config))
+            s.regressions, s.baseline_notes = gate.compare_baseline(
+                s.report, base_dir, mid, metrics=gated_metrics(config),
+                pass_inconclusive=config.getoption("--throughput-inconclusive") == "pass")
         except (ValueError, gate.BaselineMissing) as exc:  # e.g. deleted or corrupted during the run
             s.baseline_error = str(exc)
         if (s.regressions or s.baseline_error) and session.exitstatus == 0:
@@ -133,6 +145,10 @@ def terminal_summary(tr, s) -> None:
         tr.write_line("")
         tr.write_line("Paper claims")
         tr.write_line(tables.claims_table(s.report.claims))
+    if any(r.throughput_gate for r in s.report.rows()):
+        tr.write_line("")
+        tr.write_line("Throughput gate (yardstick-relative, 1 thread)")
+        tr.write_line(tables.gate_table(s.report.rows()))
     if any(r.size_bytes for r in s.report.rows()):
         tr.write_line("")
         tr.write_line("Pareto: bytes against accuracy and speed")

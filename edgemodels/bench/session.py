@@ -35,6 +35,8 @@ class BenchSession:
         self._host_runs: dict[Case, WorkerResult] = {}
         self.device_runs: dict[Case, object] = {}  # edgemodels.bench.metrics.compat: compat, speed and memory ask
         self._accuracy: dict[Case, object] = {}
+        self.gate_baselines: dict | None = None  # (model, mode, seq) -> (gate digest, machine) when throughput is gated
+        self.gate_threshold = criteria.Thresholds().throughput_drop
 
     # -- what the run is --------------------------------------------------------------------------------------
     @cached_property

@@ -70,6 +70,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if getattr(args, "data", "unset") is None:
         args.data = default_spec()
     try:
+        if getattr(args, "data", None) is not None:
+            from edgemodels.build.data import parse_spec
+
+            parse_spec(args.data)  # the path exists (and looks like RepLab for replab:): one line naming it
         if getattr(args, "check", None) is not None:
             args.check(args)
         if getattr(args, "json", False):

@@ -146,6 +146,11 @@ def save_baseline(report: Report, baseline_dir: Path, machine_id: str) -> Path:
         else:
             entry.update(inferences_per_s=prev.get("inferences_per_s"), method=prev.get("method"),
                          machine_id=prev.get("machine_id"))
+        if r.throughput_gate is not None:  # the gate's digest: what a later run's throughput is decided against
+            entry.update(throughput_gate=r.throughput_gate, throughput_gate_machine_id=gate_machine_id(report.machine))
+        elif prev.get("throughput_gate") is not None:
+            entry.update(throughput_gate=prev["throughput_gate"],
+                         throughput_gate_machine_id=prev.get("throughput_gate_machine_id"))
         if all(entry[k] is None for k in ("accuracy_by_machine", "size_bytes", "inferences_per_s")):
             continue  # nothing measured for this row: do not record an empty baseline
         merged[_row_id(r.model, r.mode, r.seq)] = entry
@@ -182,12 +187,15 @@ def require_baseline(baseline_dir: Path, device: str) -> Path:
 
 def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
                      thresholds: Thresholds = Thresholds(),
-                     metrics: Iterable[str] = GATE_METRICS) -> tuple[list[Regression], list[str]]:
+                     metrics: Iterable[str] = GATE_METRICS,
+                     pass_inconclusive: bool = False) -> tuple[list[Regression], list[str]]:
     """Regressions of the gated metrics, plus notes on everything else that could not be compared.
 
     Gated metrics fail when worse than the thresholds, when measured for a row the baseline holds no
-    value for, and when the baseline holds a value this run did not measure. Metrics outside `metrics`
-    and baseline rows this run did not touch (filtered out) are notes. No baseline file: BaselineMissing.
+    value for, and when the baseline holds a value this run did not measure. Throughput is the speed gate's
+    verdict each row carries (decided while it was timed, edgemodels/bench/metrics/speed.py): a regression fails,
+    and so does an inconclusive one unless pass_inconclusive. Metrics outside `metrics` and baseline rows this run
+    did not touch (filtered out) are notes. No baseline file: BaselineMissing.
     """
     gated = set(check_gate_metrics(metrics))
     path = require_baseline(baseline_dir, report.device)
@@ -219,19 +227,18 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
             if r.size_bytes > b_size * (1 + thresholds.size_increase) + eps:
                 regs.append(Regression(r.model, r.mode, r.seq, "size", float(b_size),
                                        float(r.size_bytes), f"+{thresholds.size_increase:.1%}"))
-        if b_ips is not None and r.inferences_per_s is not None:
-            b_mid, b_method = b.get("machine_id"), b.get("method")
-            if b_mid != machine_id:
-                notes.append(f"{r.key}: throughput not compared: baseline is from machine {b_mid}, "
-                             f"this run is on {machine_id}")
-            elif b_method != r.method:
-                notes.append(f"{r.key}: throughput not compared: baseline is {b_method}, "
-                             f"this run is {r.method}")
-            elif r.inferences_per_s < b_ips * (1 - thresholds.throughput_drop) - eps:
-                regs.append(Regression(r.model, r.mode, r.seq, "throughput", float(b_ips),
-                                       float(r.inferences_per_s), f"-{thresholds.throughput_drop:.1%}"))
+        verdict = r.throughput_decision or {}
+        if verdict.get("decision") == "regression" or (verdict.get("decision") == "inconclusive"
+                                                       and not pass_inconclusive):
+            regs.append(Regression(r.model, r.mode, r.seq, "throughput", b_ips, r.inferences_per_s,
+                                   _gate_limit(verdict)))
+        elif verdict.get("decision") == "inconclusive":
+            notes.append(f"{r.key}: throughput inconclusive, passed by --throughput-inconclusive=pass: "
+                         f"{_gate_limit(verdict)}")
+        b_gate = (b_ips or 0.0) if b.get("throughput_gate") is not None else None  # a digest to decide against
+        c_gate = (r.inferences_per_s or 0.0) if r.throughput_gate is not None else None
         for name, bv, cv in (("accuracy", b_acc, r.accuracy), ("size", b_size, r.size_bytes),
-                             ("throughput", b_ips, r.inferences_per_s)):
+                             ("throughput", b_gate, c_gate)):
             if bv is not None and cv is None:
                 regs.append(Regression(r.model, r.mode, r.seq, name, float(bv), None, "not measured"))
             elif bv is None and cv is not None:
@@ -248,6 +255,31 @@ def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
         notes.append(f"{len(missing)} baseline row(s) not run this session (e.g. "
                      f"{missing[0][0]}/{missing[0][1]} seq={missing[0][2]})")
     return regs, notes
+
+
+def _gate_limit(verdict: dict) -> str:
+    """The speed gate's verdict as a Regression's limit: decision, ratio and its interval, the limit, the basis."""
+    return (f"{verdict['decision']}: relative speed {verdict['ratio']:.3f}x of the baseline, {verdict['confidence']:.0%} "
+            f"interval [{verdict['low']:.3f}, {verdict['high']:.3f}] vs limit {verdict['limit']:.3f} ({verdict['basis']})")
+
+
+def gate_machine_id(machine: dict) -> str:
+    """Whose speed a row's gate digest is: this host's machine id, or a --remote device's own (its board, CPU, cores,
+    arch): a Pi's digests are compared as the same machine only with that Pi's."""
+    remote = machine.get("remote")
+    if not remote:
+        return machine["machine_id"]
+    import hashlib
+
+    what = "|".join(str(remote.get(k)) for k in ("board", "cpu_model", "cores", "arch"))
+    return f"remote-{remote.get('arch')}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
+
+
+def gate_baselines(baseline_dir: Path, device: str) -> dict[tuple[str, str, str], tuple[dict, str | None]]:
+    """(model, mode, seq) -> (the throughput gate digest, the machine id it was timed on) of the device's baseline."""
+    base = _load_baseline(require_baseline(baseline_dir, device), device)
+    return {rid: (b["throughput_gate"], b.get("throughput_gate_machine_id")) for rid, b in base.items()
+            if b.get("throughput_gate") is not None}
 
 
 def format_regressions(regs: list[Regression]) -> str:

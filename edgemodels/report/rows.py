@@ -68,6 +68,11 @@ class Row:
     arm_reference: str | None = None
     """What arm_max_abs_diff / x86_accuracy_sample compare with, e.g. "x86 reference exported from ws (x86_64, ...)";
     None: nothing was compared (on the device without an export there is no x86 side)."""
+    throughput_gate: dict | None = None
+    """The speed gate's digest (edgemodels/run/speedgate): this file's speed relative to the committed yardstick at
+    1 thread, its interval, rounds, seconds, and the machine's load while it was timed."""
+    throughput_decision: dict | None = None
+    """The gate's verdict against the baseline (pass | regression | inconclusive, ratio, interval, limit, basis)."""
     notes: list[str] = field(default_factory=list)
 
     @property

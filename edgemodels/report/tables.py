@@ -254,3 +254,27 @@ def pareto_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
     return fit(["model", "mode", "seq", "size MB", "x BERT-L", "acc", "inf/s"], body, wrap=(0, 1), width=width) \
         + "\n" + note + "".join("\n" + line for line in wrap_lines(full, width))
 
+
+
+def gate_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:
+    """The speed gate per row: the verdict against the baseline (or none), the yardstick-relative ratio and its
+    interval, the limit, and how it was timed (rounds, seconds, other processes' CPU while timing, priority)."""
+    gated = [r for r in rows if r.throughput_gate]
+    if not gated:
+        return "(no throughput gate figures)"
+    names, full = short_names(r.model for r in gated)
+    body = []
+    for r in gated:
+        g, d = r.throughput_gate, r.throughput_decision or {}
+        load = g.get("load") or {}
+        ratio = (f"{d['ratio']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" if d and math.isfinite(d.get("ratio", math.nan))
+                 else "")
+        body.append([names[r.model], r.mode, r.seq, d.get("decision", "no baseline"), ratio,
+                     f"{d['limit']:.3f}" if d.get("limit") is not None else "", str(g.get("rounds", "")),
+                     f"{g.get('seconds', 0):.1f}", "" if load.get("others_cores") is None else f"{load['others_cores']:.2f}",
+                     str(g.get("priority", ""))])
+    note = ("ratio = this run's speed relative to the committed yardstick over the baseline's, 95 % interval "
+            "(1 thread); regression when the interval lies below the limit, pass when above, else inconclusive; "
+            "load = other processes' CPU cores busy while timing")
+    return fit(["model", "mode", "seq", "throughput", "ratio [95 % CI]", "limit", "rounds", "s", "load", "priority"],
+               body, wrap=(0,), width=width) + "\n" + "\n".join(wrap_lines([note, *full], width))

@@ -194,3 +194,5 @@ class Thresholds:
     differed by up to 4.3 points (docs/measurements.md#cross-cpu-accuracy)."""
     size_increase: float = 0.02
     throughput_drop: float = 0.10
+    """The speed gate's threshold (--throughput-threshold): a regression when the whole interval of this run's
+    yardstick-relative speed over the baseline's lies below 1 - this."""

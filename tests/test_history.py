@@ -35,14 +35,30 @@ except ImportError:
     pytest.skip("the history needs SQLAlchemy: pip install '.[history]' (scripts/setup does it)",
                 allow_module_level=True)
 from edgemodels.store import history as H  # noqa: E402
-from edgemodels.store.history.compare import Results, Side, compare, placeholder_decide  # noqa: E402
+from edgemodels.report.gate import decide as gate_decide  # noqa: E402
+from edgemodels.store.history.compare import Results, Side, compare  # noqa: E402
 
 MACHINE = "x86_64-2c-24g-testmach"
 
 
+def gate_digest(relative: float, spread: float = 0.01, n: int = 40) -> dict:
+    """A real speed gate digest (edgemodels.run.speedgate.stats.digest) of a file `relative` times the yardstick's
+    speed, its rounds spread by `spread`: what a bench row records."""
+    import numpy as np
+
+    from edgemodels.run.speedgate import stats, yardstick
+
+    rng = np.random.default_rng(int(relative * 1000))
+    yard = np.full(n, 0.005)
+    case = yard / (relative * (1 + spread * rng.standard_normal(n)))
+    return stats.digest(case, yard, seconds=1.0, threads=1, stopped="target",
+                        yardstick_sha256=yardstick.SHA256).to_json()
+
+
 def report_doc(ips: float = 1000.0, *, device: str = "desktop", machine_id: str = MACHINE, scale: str = "smoke",
                accuracy: float = 0.75, size: int = 1_000_000, **extra_fields) -> dict:
-    """A report.json document made by the real Report class (two rows), plus any extra row fields."""
+    """A report.json document made by the real Report class (two rows, with the speed gate's digests of a file as
+    fast as `ips` / 1000 times the yardstick), plus any extra row fields."""
     rep = Report(device, {"machine_id": machine_id, "scale": scale, "data": "builtin", "placement": "measured",
                           "python": "3.11.7"})
     for mode, factor in (("drq", 1.0), ("fp32", 0.8)):
@@ -50,6 +66,7 @@ def report_doc(ips: float = 1000.0, *, device: str = "desktop", machine_id: str 
         r.size_bytes, r.accuracy, r.macro_f1 = int(size / factor), accuracy, 0.5
         r.inferences_per_s, r.p90_ms, r.method, r.threads = ips * factor, 1000 / ips, "measured", 2
         r.runtime, r.runtime_version, r.fits = "ai-edge-litert", "2.3.0", True
+        r.throughput_gate = gate_digest(ips * factor / 1000)
     doc = rep.to_json()
     for r in doc["rows"]:
         r.update(extra_fields)
@@ -158,8 +175,7 @@ def _count(url: str, table: str) -> int:
 def test_runs_and_rows_read_back_as_recorded(url):
     ctx = H.RunContext(git_commit="abc123", git_dirty=True, libraries={"numpy": "2.0"},
                        options={"scale": "smoke"}, source="bench")
-    docs = [report_doc(1000 + i, future_metric=i + 0.5, throughput_digest={"median": 1000 + i, "n": 40})
-            for i in range(3)]
+    docs = [report_doc(1000 + i, future_metric=i + 0.5) for i in range(3)]
     ids = [H.record_run(url, d, context=ctx) for d in docs]
     assert ids == sorted(ids) and len(set(ids)) == 3
     got = H.runs(url)
@@ -188,8 +204,7 @@ def test_filters_and_last(url):
 
 def test_baseline_from_history_takes_the_last_n_runs_on_this_machine(url):
     for ips in (900.0, 1000.0, 1100.0):
-        H.record_run(url, report_doc(ips, throughput_digest={"median": ips, "n": 3,
-                                                             "samples": [ips - 1, ips, ips + 1]}))
+        H.record_run(url, report_doc(ips))
     H.record_run(url, report_doc(5000.0, machine_id="another-machine"))
     H.record_run(url, report_doc(7000.0, scale="ci"))
     b = H.baseline_from_history(url, MACHINE, "desktop", "smoke", "builtin", 2)
@@ -197,7 +212,9 @@ def test_baseline_from_history_takes_the_last_n_runs_on_this_machine(url):
     row = b.rows[("tiny-bert", "drq", "64")]
     assert row.values["inferences_per_s"] == [1000.0, 1100.0] and row.run_ids == tuple(r.id for r in b.runs)
     assert row.values["accuracy"] == [0.75, 0.75]
-    assert row.pooled["n"] == 6 and row.pooled["samples"] == [999.0, 1000.0, 1001.0, 1099.0, 1100.0, 1101.0]
+    pooled = row.pooled  # the two runs' digests as one: the median of medians, an interval spanning both
+    assert pooled["relative"]["n"] == 80 and pooled["rounds"] == 80 and pooled["stopped"] == "pooled over 2 runs"
+    assert pooled["relative"]["low"] < 1.0 < 1.1 < pooled["relative"]["high"]
     assert "2 run(s)" in b.describe()
     assert H.baseline_from_history(url, "nowhere", "desktop", "smoke", "builtin", 5).runs == ()
 
@@ -399,7 +416,7 @@ def test_compare_runs_and_files(url, tmp_path):
     assert "1000" in row and "500" in row and "-50.0%" in row and "regression" in row
     row = next(ln for ln in out.splitlines() if "tiny-bert/drq seq=64" in ln and "| accuracy " in ln)
     assert "75.00" in row and "70.00" in row and "-5.00 pt" in row and "regression" in row
-    assert "PLACEHOLDER" in out
+    assert "speed gate" in out
     ra, rb = tmp_path / "a.json", tmp_path / "b" / "report.json"
     rb.parent.mkdir()
     ra.write_text(json.dumps(report_doc(1000.0)))
@@ -436,12 +453,13 @@ def test_the_decision_is_pluggable():
 
     def strict(metric, base: Side, cur: Side):
         seen.append((metric, base.values, cur.values))
-        return placeholder_decide(metric, base, cur) if metric != "inferences_per_s" else \
-            type(placeholder_decide(metric, base, cur))("inconclusive", "a stand-in rule")
+        return gate_decide(metric, base, cur) if metric != "inferences_per_s" else \
+            type(gate_decide(metric, base, cur))("inconclusive", "a stand-in rule")
 
     deltas = compare(a, b, decide=strict)
     assert {d.decision.verdict for d in deltas if d.metric == "inferences_per_s"} == {"inconclusive"}
     assert ("inferences_per_s", (1000.0,), (950.0,)) in seen
     assert {d.decision.verdict for d in compare(a, b) if d.metric == "inferences_per_s"} == {"pass"}  # -5 %
-    other = Results("c", "", "other-machine", "measured", b.rows)
-    assert {d.decision.verdict for d in compare(a, other) if d.metric == "inferences_per_s"} == {"not compared"}
+    other = Results("c", "", "other-machine", "measured", b.rows)  # across machines: the wider, labelled limit
+    cross = [d.decision for d in compare(a, other) if d.metric == "inferences_per_s"]
+    assert {c.verdict for c in cross} == {"pass"} and all("cross-machine" in c.why for c in cross)

@@ -16,6 +16,8 @@ from edgemodels.report.rows import ReportDirError
 from edgemodels.study.criteria import Thresholds
 
 BASELINE_DIR = Path("bench") / "baselines"
+HISTORY_RUNS = 5
+"""--baseline-compare=history: how many of the last recorded runs on this machine the baseline pools."""
 
 
 def add_options(g) -> None:
@@ -23,11 +25,13 @@ def add_options(g) -> None:
                 help="where report.json, report.png and pareto.png go (default bench-report/)")
     g.addoption("--baseline-dir", default=None, type=Path, metavar="DIR",
                 help="per-device baselines directory (default bench/baselines under the rootdir)")
-    g.addoption("--baseline-compare", action="store_true",
-                help="fail on regressions vs the device's baseline (accuracy -0.5 pt, size +2 %%, throughput -10 %% "
-                     "on the same machine)")
+    g.addoption("--baseline-compare", nargs="?", const="file", default=None, type=_baseline_source,
+                metavar="history[:N]",
+                help="fail on regressions vs the device's baseline file (accuracy -0.5 pt, size +2 %%, throughput by "
+                     "the speed gate's interval); =history:N compares with the last N recorded runs on this machine "
+                     "instead (default N 5; --history names the database)")
     g.addoption("--baseline-metrics", default="accuracy,size,throughput", metavar="A,B",
-                help="metrics --baseline-compare gates on (default all three; throughput only on the same machine id)")
+                help="metrics --baseline-compare gates on (default all three)")
     g.addoption("--baseline-save", action="store_true", help="write this run's results as the device's baseline")
     g.addoption("--throughput-threshold", type=_fraction, default=Thresholds().throughput_drop, metavar="F",
                 help="the speed gate's threshold: a regression when the 95 %% interval of this run's yardstick-relative "
@@ -35,6 +39,17 @@ def add_options(g) -> None:
     g.addoption("--throughput-inconclusive", choices=("fail", "pass"), default="fail",
                 help="what an inconclusive speed verdict (the interval straddles the limit after the time cap) does "
                      "to the gate (default fail: a slowdown near the threshold is not waved through)")
+
+
+def _baseline_source(value: str) -> str:
+    """--baseline-compare's value: the committed file (no value), or history[:N]."""
+    import argparse
+
+    name, _, n = value.partition(":")
+    if value == "file" or (name == "history" and (not n or (n.isdigit() and int(n) >= 1))):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: give no value (the baseline file) or history[:N] (N >= 1), as "
+                                     "--baseline-compare=history:5; test paths go before the option")
 
 
 def gated_metrics(config: pytest.Config) -> tuple[str, ...]:
@@ -65,11 +80,22 @@ def session_start(config: pytest.Config, s) -> None:
             "its own tests' report rows and the controller none, so the gate would see nothing; run the bench "
             "without -n")
     if compare:
+        from edgemodels.errors import EdgeModelsError
+
         try:
-            gate.require_baseline(baseline_dir(config, s), s.device)
+            if compare.startswith("history"):
+                from edgemodels.report.machine import machine_id
+
+                n = int(compare.partition(":")[2] or HISTORY_RUNS)
+                s.history_base, s.history_base_what = gate.history_baseline(
+                    config.getoption("--history"), machine_id(), s.device, s.scale.name, s.data_kind, n)
+                rows = s.history_base
+            else:
+                rows = gate.load_rows(gate.require_baseline(baseline_dir(config, s), s.device), s.device)
             if "throughput" in gated_metrics(config):  # the speed gate decides while it times (it may stop early)
-                s.gate_baselines = gate.gate_baselines(baseline_dir(config, s), s.device)
-        except gate.BaselineMissing as exc:
+                s.gate_baselines = {rid: (b["throughput_gate"], b.get("throughput_gate_machine_id"))
+                                    for rid, b in rows.items() if b.get("throughput_gate") is not None}
+        except EdgeModelsError as exc:
             raise pytest.UsageError(str(exc)) from None
     s.gate_threshold = config.getoption("--throughput-threshold")
 
@@ -108,7 +134,10 @@ def session_finish(session: pytest.Session, s) -> None:
         try:
             s.regressions, s.baseline_notes = gate.compare_baseline(
                 s.report, base_dir, mid, metrics=gated_metrics(config),
-                pass_inconclusive=config.getoption("--throughput-inconclusive") == "pass")
+                pass_inconclusive=config.getoption("--throughput-inconclusive") == "pass",
+                base=getattr(s, "history_base", None))
+            if getattr(s, "history_base", None) is not None:
+                s.baseline_notes.insert(0, f"compared with {s.history_base_what}")
         except (ValueError, gate.BaselineMissing) as exc:  # e.g. deleted or corrupted during the run
             s.baseline_error = str(exc)
         if (s.regressions or s.baseline_error) and session.exitstatus == 0:

@@ -185,21 +185,22 @@ def require_baseline(baseline_dir: Path, device: str) -> Path:
     return path
 
 
-def compare_baseline(report: Report, baseline_dir: Path, machine_id: str,
+def compare_baseline(report: Report, baseline_dir: Path | None, machine_id: str,
                      thresholds: Thresholds = Thresholds(),
                      metrics: Iterable[str] = GATE_METRICS,
-                     pass_inconclusive: bool = False) -> tuple[list[Regression], list[str]]:
+                     pass_inconclusive: bool = False, base: dict | None = None) -> tuple[list[Regression], list[str]]:
     """Regressions of the gated metrics, plus notes on everything else that could not be compared.
 
     Gated metrics fail when worse than the thresholds, when measured for a row the baseline holds no
     value for, and when the baseline holds a value this run did not measure. Throughput is the speed gate's
     verdict each row carries (decided while it was timed, edgemodels/bench/metrics/speed.py): a regression fails,
     and so does an inconclusive one unless pass_inconclusive. Metrics outside `metrics` and baseline rows this run
-    did not touch (filtered out) are notes. No baseline file: BaselineMissing.
+    did not touch (filtered out) are notes. No baseline file: BaselineMissing. base: the baseline's rows as
+    _load_baseline gives them (a history baseline, history_baseline()), instead of the device's file.
     """
     gated = set(check_gate_metrics(metrics))
-    path = require_baseline(baseline_dir, report.device)
-    base = _load_baseline(path, report.device)
+    if base is None:
+        base = _load_baseline(require_baseline(baseline_dir, report.device), report.device)
     regs: list[Regression] = []
     notes: list[str] = []
     seen: set[tuple[str, str, str]] = set()
@@ -275,11 +276,9 @@ def gate_machine_id(machine: dict) -> str:
     return f"remote-{remote.get('arch')}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
 
 
-def gate_baselines(baseline_dir: Path, device: str) -> dict[tuple[str, str, str], tuple[dict, str | None]]:
-    """(model, mode, seq) -> (the throughput gate digest, the machine id it was timed on) of the device's baseline."""
-    base = _load_baseline(require_baseline(baseline_dir, device), device)
-    return {rid: (b["throughput_gate"], b.get("throughput_gate_machine_id")) for rid, b in base.items()
-            if b.get("throughput_gate") is not None}
+def load_rows(path: Path, device: str) -> dict[tuple[str, str, str], dict]:
+    """The baseline file's rows by (model, mode, seq)."""
+    return _load_baseline(path, device)
 
 
 def format_regressions(regs: list[Regression]) -> str:
@@ -289,3 +288,68 @@ def format_regressions(regs: list[Regression]) -> str:
     lines += [f"  - {r}" for r in regs]
     return "\n".join(lines)
 
+
+
+def history_baseline(url, machine_id: str, device: str, scale: str | None, data_kind: str | None,
+                     n: int) -> tuple[dict, str]:
+    """(the last `n` recorded runs of this device, scale and data on this machine, as baseline rows; what they are).
+    Each row's value is the median of its runs' (accuracy per this machine, size, inferences/s), and its gate digest
+    is the runs' digests pooled (speedgate.stats.pool: the spread between them widens the interval)."""
+    import statistics
+
+    from edgemodels.run.speedgate import Digest, stats
+    from edgemodels.store.history import baseline_from_history
+
+    hb = baseline_from_history(url, machine_id, device, scale, data_kind, n)
+    if not hb.runs:
+        raise BaselineMissing(f"--baseline-compare history: no recorded run of --device={device} --scale={scale} "
+                              f"(data {data_kind}) on this machine ({machine_id}) in the history; run the bench once "
+                              "(every run is recorded), or compare with the committed baselines (--baseline-compare)")
+    rows = {}
+    for key, br in hb.rows.items():
+        def med(metric):
+            vals = [v for v in br.values.get(metric, []) if v is not None]
+            return statistics.median(vals) if vals else None
+
+        entry = {"model": key[0], "mode": key[1], "seq": key[2], "size_bytes": med("size_bytes"),
+                 "inferences_per_s": med("inferences_per_s"),
+                 "accuracy_by_machine": {machine_id: med("accuracy")} if med("accuracy") is not None else None}
+        if br.digests:
+            pooled = stats.pool([Digest.from_json(d, where=f"history {key}") for d in br.digests])
+            entry.update(throughput_gate=pooled.to_json(), throughput_gate_machine_id=machine_id)
+        rows[_row_id(*key)] = entry
+    return rows, f"history: {hb.describe()}"
+
+
+def decide(metric: str, base, cur, thresholds: Thresholds = Thresholds()):
+    """`edgemodels compare` and `history`'s decision for one row and metric (store.history.compare.Side on each
+    side): the gate's own rules, with throughput decided by the speed gate on the sides' pooled digests."""
+    import statistics
+
+    from edgemodels.run import speedgate
+    from edgemodels.store.history.compare import Decision
+
+    if not base.values or not cur.values:
+        return None
+    b, c = statistics.median(base.values), statistics.median(cur.values)
+    eps = 1e-9
+    if metric == "accuracy":
+        pts = thresholds.accuracy_drop_pts if base.machine_id == cur.machine_id else thresholds.cross_machine_accuracy_pts
+        worse = c < b - pts / 100 - eps
+        return Decision("regression" if worse else "pass", f"-{pts:g} pt"
+                        + ("" if base.machine_id == cur.machine_id else " across machines"))
+    if metric == "size_bytes":
+        worse = c > b * (1 + thresholds.size_increase) + eps
+        return Decision("regression" if worse else "pass", f"+{thresholds.size_increase:.0%}")
+    if metric != "inferences_per_s":
+        return None
+    if not base.digests or not cur.digests:
+        return Decision("not compared", "no speed gate digest on both sides (recorded before the gate existed)")
+    try:
+        bd = speedgate.stats.pool([speedgate.Digest.from_json(d) for d in base.digests])
+        cd = speedgate.stats.pool([speedgate.Digest.from_json(d) for d in cur.digests])
+        v = speedgate.compare(cd, bd, **speedgate.compare_args(
+            threshold=thresholds.throughput_drop, same_machine=base.machine_id == cur.machine_id))
+    except (speedgate.Incomparable, speedgate.DigestError) as exc:
+        return Decision("not compared", str(exc))
+    return Decision(v.decision, v.describe())

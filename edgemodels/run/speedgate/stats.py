@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 from typing import Any, Mapping, Sequence
 
@@ -217,6 +217,29 @@ def digest(case_s: Sequence[float], yardstick_s: Sequence[float], relative: Sequ
                   yardstick_ms=Estimate.of(1e3 * y, confidence), rounds=int(c.size), seconds=float(seconds),
                   threads=threads, stopped=stopped, yardstick_sha256=yardstick_sha256,
                   relative_quantiles=_compact(rel), load=load, confidence=confidence)
+
+
+def pool(digests: Sequence[Digest]) -> Digest:
+    """One digest standing for several runs of the same file (a history baseline of N runs): the median of their
+    medians, an interval from the lowest low to the highest high, so the spread between the runs widens it (the
+    noise the runs show sets the interval), and the worst priority any ran at. All must share yardstick and threads."""
+    if not digests:
+        raise ValueError("pool needs at least one digest")
+    first = digests[0]
+    for d in digests[1:]:
+        check_comparable(first, d.yardstick_sha256, d.threads)
+    if len(digests) == 1:
+        return first
+
+    def est(key: str) -> Estimate:
+        es = [getattr(d, key) for d in digests]
+        return Estimate(float(np.median([e.median for e in es])), min(e.low for e in es), max(e.high for e in es),
+                        float(np.median([e.mad for e in es])), sum(e.n for e in es))
+
+    normal = [d.priority for d in digests if d.priority != "realtime"]
+    return replace(first, relative=est("relative"), case_ms=est("case_ms"), yardstick_ms=est("yardstick_ms"),
+                   rounds=sum(d.rounds for d in digests), seconds=sum(d.seconds for d in digests),
+                   stopped=f"pooled over {len(digests)} runs", priority=normal[0] if normal else "realtime")
 
 
 # --- the decision -------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from edgemodels.store.history.db import (BUSY_TIMEOUT_S, ENV, SCHEMA_VERSION, Hi
                                          default_path, record_run, resolve_url, rows_of, runs, shown)
 from edgemodels.store.history.records import (DECISION_FIELD, DIGEST_FIELD, LIBRARIES, BaselineRow, HistoryBaseline,
                                               HistoryError, RunContext, RunFilter, RunInfo, decision_of, git_state,
-                                              library_versions, load_report, pool_digests_placeholder,
+                                              library_versions, load_report, pool_digests,
                                               throughput_digest)
 
 __all__ = ["BUSY_TIMEOUT_S", "ENV", "SCHEMA_VERSION", "DECISION_FIELD", "DIGEST_FIELD", "LIBRARIES", "History",
            "HistoryError", "RunContext", "RunFilter", "RunInfo", "BaselineRow", "HistoryBaseline", "record_run", "runs",
            "rows_of", "baseline_from_history", "load_report", "resolve_url", "default_path", "shown", "git_state",
-           "library_versions", "throughput_digest", "decision_of", "pool_digests_placeholder"]
+           "library_versions", "throughput_digest", "decision_of", "pool_digests"]

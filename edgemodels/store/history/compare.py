@@ -1,7 +1,7 @@
 """Two results side by side, metric by metric, with a gate's decision: `edgemodels compare A B` and the history view.
 
 A and B are runs from the history or report.json files; nothing is rerun. The decision is a callable
-(`Decide`), so the speed gate's statistical rule (issue 25) replaces `placeholder_decide` without touching the rest.
+(`Decide`): the bench gate's own rules (edgemodels.report.gate.decide), the speed gate's for throughput.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from edgemodels.store.history.records import (DECISION_FIELD, HistoryError, RunInfo, _median, _number, _utc,
+from edgemodels.store.history.records import (DECISION_FIELD, HistoryError, RunInfo, _number, _utc,
                                               decision_of, load_report, throughput_digest)
-from edgemodels.study.criteria import Thresholds
 
 ROW_FIELDS = ("size_bytes", "ratio", "accuracy", "macro_f1", "accuracy_delta_vs_fp32_pts", "inferences_per_s",
               "p50_ms", "p90_ms", "p99_ms", "threads", "peak_rss_bytes", "memory_budget_bytes", "arm_max_abs_diff",
@@ -61,34 +60,17 @@ Decide = Callable[[str, Side, Side], "Decision | None"]
 """(metric, baseline, current) -> a Decision, or None for a metric the gate does not judge."""
 
 
-def placeholder_decide(metric: str, base: Side, cur: Side, thresholds: Thresholds = Thresholds()) -> Decision | None:
-    """PLACEHOLDER until the statistical speed gate (issue 25) provides the decision: the fixed thresholds of
-    --baseline-compare (study.criteria.Thresholds: accuracy -0.5 pt, size +2 %, throughput -10 % on the same machine
-    and method only), applied to the median of each side's values; no digest and no noise is used."""
-    if metric not in GATED or not base.values or not cur.values:
-        return None
-    b, c = _median(list(base.values)), _median(list(cur.values))
-    eps = 1e-9
-    if metric == "accuracy":
-        limit = f"placeholder: -{thresholds.accuracy_drop_pts:g} pt"
-        worse = c < b - thresholds.accuracy_drop_pts / 100 - eps
-    elif metric == "size_bytes":
-        limit = f"placeholder: +{thresholds.size_increase:.0%}"
-        worse = c > b * (1 + thresholds.size_increase) + eps
-    else:
-        if base.machine_id != cur.machine_id:
-            return Decision("not compared", f"machine {base.machine_id} vs {cur.machine_id}")
-        if base.method != cur.method:
-            return Decision("not compared", f"{base.method} vs {cur.method}")
-        limit = f"placeholder: -{thresholds.throughput_drop:.0%}"
-        worse = c < b * (1 - thresholds.throughput_drop) - eps
-    return Decision("regression" if worse else "pass", limit)
+def _gate_decide(metric: str, base: Side, cur: Side) -> "Decision | None":
+    from edgemodels.report.gate import decide
+
+    return decide(metric, base, cur)
 
 
-placeholder_decide.label = ("PLACEHOLDER fixed limits (accuracy -0.5 pt, size +2 %, throughput -10 % same machine), "
-                            "not the statistical gate")  # type: ignore[attr-defined]
-DEFAULT_DECIDE: Decide = placeholder_decide
-"""What `compare` and `history` decide with; the speed gate's decision function replaces the placeholder here."""
+_gate_decide.label = ("the bench gate's rules: accuracy -0.5 pt (-5 pt across machines), size +2 %, throughput by the "
+                      "speed gate's interval on the runs' pooled digests (edgemodels/report/gate.py decide)")
+
+DEFAULT_DECIDE: Decide = _gate_decide
+"""What `compare` and `history` decide with: the bench gate's rules, throughput by the speed gate on the digests."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,5 +244,5 @@ def delta_json(d: Delta) -> dict[str, Any]:
             "decision": None if d.decision is None else {"verdict": d.decision.verdict, "why": d.decision.why}}
 
 
-__all__ = ["Side", "Decision", "Decide", "placeholder_decide", "DEFAULT_DECIDE", "Results", "compare", "Delta",
+__all__ = ["Side", "Decision", "Decide", "DEFAULT_DECIDE", "Results", "compare", "Delta",
            "format_compare", "results_of_run", "results_of_file", "decision_of", "HistoryError"]

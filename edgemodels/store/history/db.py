@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from edgemodels.store.history.records import (_BOOLS, _FLOATS, _INTS, _STRS, BaselineRow, HistoryBaseline,
                                               HistoryError, RunContext, RunFilter, RunInfo, _check_doc, _created,
-                                              _finite, _most_common, _number, _typed_row, pool_digests_placeholder,
+                                              _finite, _most_common, _number, _typed_row, pool_digests,
                                               throughput_digest)
 
 ENV = "EDGEMODELS_HISTORY"
@@ -332,7 +332,7 @@ class History:
 
     def baseline(self, machine_id: str, device: str, scale: str | None, data_kind: str | None, n: int, *,
                  method: str | None = None,
-                 pool: Callable[[list[dict]], Any] = pool_digests_placeholder) -> HistoryBaseline:
+                 pool: Callable[[list[dict]], Any] = pool_digests) -> HistoryBaseline:
         """The last `n` runs on `machine_id` for this device, scale and data: per row every numeric metric's values
         (oldest first) and the throughput digests, pooled by `pool` so their spread can set the gate's interval."""
         if n < 1:

@@ -1,5 +1,5 @@
 """What the history stores and reads back, without the database: a run's context, its rows checked and typed,
-the dataclasses the queries return, and the throughput digest's pooling (a placeholder until the speed gate's).
+the dataclasses the queries return, and the throughput digests' pooling (the speed gate's).
 
 Split from .db (the store) to keep each module small; the package (edgemodels.store.history) re-exports these names.
 """
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from edgemodels.errors import EdgeModelsError
 
-DIGEST_FIELD = "throughput_digest"
+DIGEST_FIELD = "throughput_gate"
 """The row field holding the speed gate's throughput sample digest (issue 25); stored with the rest of the row."""
 DECISION_FIELD = "throughput_decision"
 """The row field holding the speed gate's decision (pass / regression / inconclusive), where the gate ran."""
@@ -179,22 +179,14 @@ def decision_of(row: Mapping[str, Any]) -> str | None:
     return str(d) if d is not None else None
 
 
-def pool_digests_placeholder(digests: list[dict]) -> dict | None:
-    """PLACEHOLDER until the speed gate (issue 25) supplies its own pooling: where every digest carries its raw
-    "samples", they are concatenated; otherwise the per-run medians are summarised (their median and MAD)."""
+def pool_digests(digests: list[dict]) -> dict | None:
+    """Several runs' speed gate digests as one (edgemodels.run.speedgate.stats.pool: the median of their medians,
+    an interval spanning theirs), for a baseline of the last N runs; None without digests."""
     if not digests:
         return None
-    samples = [d.get("samples") for d in digests]
-    if all(isinstance(s, list) and s for s in samples):
-        flat = [float(x) for s in samples for x in s]
-        return {"pooled_by": "placeholder: concatenated samples", "runs": len(digests), "n": len(flat),
-                "median": _median(flat), "mad": _mad(flat), "samples": flat}
-    medians = [float(d["median"]) for d in digests if _number(d.get("median"))]
-    if not medians:
-        return None
-    return {"pooled_by": "placeholder: median of run medians", "runs": len(digests),
-            "n": sum(int(d["n"]) for d in digests if _number(d.get("n"))), "median": _median(medians),
-            "mad": _mad(medians)}
+    from edgemodels.run.speedgate import Digest, stats
+
+    return stats.pool([Digest.from_json(d, where="history digest") for d in digests]).to_json()
 
 
 def load_report(path: str | os.PathLike) -> dict:

@@ -641,3 +641,54 @@ def test_bench_over_ssh_on_an_emulated_user_land_carries_no_timing(sshd, tmp_pat
     assert rows and all(r["inferences_per_s"] is None and r["peak_rss_bytes"] is None for r in rows)
     assert all(r["arm_loads"] and r["arm_method"].startswith("emulated") for r in rows)
     assert all("no device timing" in " ".join(r["notes"]) for r in rows)
+
+
+SLOWER_CASE = """\
+\"\"\"`python THIS FACTOR -m MODULE ARGS`: MODULE as python -m runs it, every inference of the case's model FACTOR times
+as long as it is (the gate's yardstick, named in the worker's request, untouched): a file that got slower.\"\"\"
+import json, runpy, sys, time
+
+from edgemodels.run import runtime
+
+factor, run = float(sys.argv[1]), runtime.TFLiteModel.run
+yard = (json.load(open(sys.argv[-1])).get("gate") or {}).get("yardstick")
+
+
+def slowed(self, feeds):
+    t0 = time.perf_counter()
+    out = run(self, feeds)
+    if str(self.path) != yard:
+        until = time.perf_counter() + (factor - 1) * (time.perf_counter() - t0)
+        while time.perf_counter() < until:  # busy, as more compute would be
+            pass
+    return out
+
+
+runtime.TFLiteModel.run = slowed
+sys.argv = [sys.argv[3], *sys.argv[4:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_speed_gate_on_a_remote_passes_an_unchanged_file_and_fails_a_slower_one(sshd, device_python, tmp_path,
+                                                                                      bench_cache):
+    """The throughput gate end to end over SSH: the remote times the file against the yardstick itself; the same file
+    compared with its own baseline passes, and the same file made 1.25x slower on the remote (only its inferences,
+    not the yardstick's) is a regression naming throughput, its ratio and interval."""
+    args = ("--device=native", "--modes=drq", "-k", "throughput and 64", f"--baseline-dir={tmp_path / 'base'}",
+            "--baseline-metrics=throughput", "--history=off")
+    saved = _bench_remote(sshd, device_python, tmp_path / "save", *args, "--baseline-save", cache=bench_cache)
+    assert saved.returncode == 0, saved.stdout[-3000:]
+    same = _bench_remote(sshd, device_python, tmp_path / "same", *args, "--baseline-compare", cache=bench_cache)
+    assert same.returncode == 0, same.stdout[-3000:]
+    row = json.loads((tmp_path / "same" / "report" / "report.json").read_text())["rows"][0]
+    assert row["throughput_decision"]["decision"] == "pass" and row["throughput_gate"]["threads"] == 1
+    (tmp_path / "slower.py").write_text(SLOWER_CASE)
+    slower = _worker_wrapper(tmp_path / "python-slower", device_python,
+                             f'exec {device_python} {tmp_path / "slower.py"} 1.25 "$@"')
+    slow = _bench_remote(sshd, slower, tmp_path / "slow", *args, "--baseline-compare", cache=bench_cache)
+    assert slow.returncode == 1, slow.stdout[-3000:]
+    assert "regression" in slow.stdout and "throughput" in slow.stdout and "relative speed 0.8" in slow.stdout
+    verdict = json.loads((tmp_path / "slow" / "report" / "report.json").read_text())["rows"][0]["throughput_decision"]
+    assert verdict["decision"] == "regression" and 0.7 < verdict["ratio"] < 0.86 and verdict["high"] < 0.9

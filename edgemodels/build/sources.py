@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from edgemodels.store.cache import sha256_file
+from edgemodels.store.files import sha256_file
 from edgemodels.errors import EdgeModelsError
 
 KINDS = ("registered", "dir", "hf", "tflite")

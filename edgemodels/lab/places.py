@@ -249,7 +249,7 @@ class PlaceLock:
     def _write_lease(self, token: str) -> None:
         import psutil
 
-        from edgemodels.store.cache import atomic_write_text
+        from edgemodels.store.files import atomic_write_text
 
         atomic_write_text(self._lease_path(), json.dumps({
             "pid": os.getpid(), "started": psutil.Process().create_time(), "holder": self.me, "token": token,

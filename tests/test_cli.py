@@ -22,6 +22,7 @@ from edgemodels.cli import build as cli_build
 from edgemodels.cli import common as cli_common
 from edgemodels.build import models
 from edgemodels.report.rows import Claim, Report
+from edgemodels.store.entries import CacheError
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -268,7 +269,7 @@ def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
 
     def capture(req, store):
         seen["req"] = req
-        raise pipeline.cache_mod.CacheError("stop here")
+        raise CacheError("stop here")
 
     monkeypatch.setattr(pipeline, "build", capture)
     monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
@@ -285,7 +286,7 @@ def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_pat
 
     def capture(req, store):
         seen.append(req)
-        raise pipeline.cache_mod.CacheError("stop here")
+        raise CacheError("stop here")
 
     monkeypatch.setattr(pipeline, "build", capture)
     monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
@@ -488,7 +489,7 @@ def test_scale_smoke_trains_a_random_init_from_scratch(tiny_csv, tmp_path, monke
 
     def capture(req, store):
         seen.append(req)
-        raise pipeline.cache_mod.CacheError("stop here")
+        raise CacheError("stop here")
 
     monkeypatch.setattr(pipeline, "build", capture)
     monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)

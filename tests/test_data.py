@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from edgemodels import LABELS
 from edgemodels.build import data
 from edgemodels.build.data import DataError, Dataset, DataSpec, Example, load, load_all, parse_spec
+from edgemodels.build.data.dataset import _fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "replab"
@@ -280,9 +281,9 @@ def test_fingerprint_tracks_content_and_split_parameters() -> None:
     assert load(f"replab:{FIXTURE}", "test", seed=3).fingerprint == load(f"replab:{FIXTURE}", "test").fingerprint
     # content: one label or one character changes it
     ex = base.examples
-    relabelled = data._fingerprint((Example(ex[0].text, "negative", ex[0].source),) + ex[1:], {})
-    edited = data._fingerprint((Example(ex[0].text + "!", ex[0].label, ex[0].source),) + ex[1:], {})
-    assert len({data._fingerprint(ex, {}), relabelled, edited}) == 3
+    relabelled = _fingerprint((Example(ex[0].text, "negative", ex[0].source),) + ex[1:], {})
+    edited = _fingerprint((Example(ex[0].text + "!", ex[0].label, ex[0].source),) + ex[1:], {})
+    assert len({_fingerprint(ex, {}), relabelled, edited}) == 3
 
 
 def test_fingerprint_stable_across_processes() -> None:
@@ -290,6 +291,26 @@ def test_fingerprint_stable_across_processes() -> None:
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == load("builtin", "validation", seed=7).fingerprint
+
+
+def test_accuracy_results_are_keyed_by_every_module_of_the_data_package(tmp_path: Path, monkeypatch) -> None:
+    """Why: the data code is a package; memoised accuracy keyed by its __init__ alone would be served after a change
+    to a reader or to the split, computed by other code."""
+    from edgemodels.store import keys
+
+    assert "edgemodels.build.data" in keys.ACCURACY_CODE
+    source = keys.module_source("edgemodels.build.data")
+    modules = sorted(Path(data.__file__).parent.glob("*.py"))
+    assert {"splits.py", "csvfile.py", "replab.py"} <= {m.name for m in modules}
+    assert all(m.read_bytes() in source for m in modules)
+    pkg = tmp_path / "pkg_h24"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = keys.module_source("pkg_h24")
+    (pkg / "sub.py").write_text("X = 2\n")
+    assert keys.module_source("pkg_h24") != before
 
 
 def test_dataset_helpers_and_sample() -> None:
@@ -385,9 +406,9 @@ def test_csv_classes_come_from_the_data(tmp_path: Path) -> None:
     polar = _write(tmp_path / "p.csv", "text,label\nfake a,negative\nfake b,neutral\nfake c,positive\n")
     ds = load(f"csv:{polar}", "all")
     assert ds.labels == LABELS
-    assert ds.fingerprint == data._fingerprint(ds.examples, {"split": "all"})
+    assert ds.fingerprint == _fingerprint(ds.examples, {"split": "all"})
     topics = load(f"csv:{f}", "all")
-    assert topics.fingerprint != data._fingerprint(topics.examples, {"split": "all"})
+    assert topics.fingerprint != _fingerprint(topics.examples, {"split": "all"})
 
 
 def test_error_csv_missing_column(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_incomplete_rootfs_is_detected_and_rebuilt(tmp_path, monkeypatch):
     assert final.parent == tmp_path / "arm" and final.name.startswith("pi4-ai-edge-litert-2.3.0-")
     final.mkdir(parents=True)
     (final / "half-written").write_text("not ours")  # no marker: never deleted (issue 10), an error instead
-    from edgemodels.store.cache import CacheError
+    from edgemodels.store.entries import CacheError
     with pytest.raises(CacheError, match=rf"{final}: in the way of a cache entry but not one"):
         rfs.ensure_rootfs(target, tmp_path)
     assert (final / "half-written").exists() and fake.calls == 0

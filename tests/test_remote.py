@@ -28,8 +28,10 @@ import pytest
 from conftest import device_venv, missing
 from edgemodels.run import ssh, targets
 from edgemodels.errors import EdgeModelsError
-from edgemodels.run.ssh import RemoteSpec, SshTarget
+from edgemodels.run.ssh import SshTarget
+from edgemodels.run.ssh_connection import RemoteSpec
 from edgemodels.run.targets import Identity, RemoteError
+from edgemodels.store.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SSHD = Path("/usr/sbin/sshd")
@@ -374,7 +376,7 @@ def test_remote_outputs_match_the_host(remote, tiny_tflite):
 
 def test_uploads_are_content_addressed_skipped_and_verified(remote, tiny_tflite):
     remote.run(tiny_tflite, threads=1)
-    blob = Path(remote.base_dir()) / "blobs" / f"{ssh.sha256_file(tiny_tflite)}.tflite"
+    blob = Path(remote.base_dir()) / "blobs" / f"{sha256_file(tiny_tflite)}.tflite"
     first = blob.stat()
     remote.run(tiny_tflite, threads=1)
     assert blob.stat().st_ino == first.st_ino and blob.stat().st_mtime_ns == first.st_mtime_ns  # skipped
@@ -383,7 +385,7 @@ def test_uploads_are_content_addressed_skipped_and_verified(remote, tiny_tflite)
     (blob.parent / (blob.name + ".dead.part")).write_bytes(b"partial")
     res = remote.run(tiny_tflite, threads=1, feeds=_feeds([4]))
     assert res.loads and res.outputs is not None
-    assert ssh.sha256_file(blob) == ssh.sha256_file(tiny_tflite)
+    assert sha256_file(blob) == sha256_file(tiny_tflite)
     assert not list((Path(remote.base_dir()) / "runs").iterdir())  # each run removes its own directory
 
 

@@ -107,12 +107,12 @@ def _open_export(opt, device: str):
 def _check_dirs(opt, *, built: bool) -> Path | None:
     """The report directory and (for a run that builds) the cache, usable before anything runs."""
     from edgemodels.report import rows
-    from edgemodels.store import cache
+    from edgemodels.store import entries
 
     rows.check_report_dir(opt("--report-dir"))
     if not built:
         return None
-    root = cache.check_root(opt("--edge-cache") or cache.default_root())
+    root = entries.check_root(opt("--edge-cache") or entries.default_root())
     probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
     if not os.access(probe, os.W_OK | os.X_OK):
         raise pytest.UsageError(f"--edge-cache {root}: not writable (the cache holds every built artifact); name a "

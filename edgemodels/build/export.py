@@ -35,7 +35,7 @@ import numpy as np
 from edgemodels import LABELS
 from edgemodels.build import export_dir
 from edgemodels.build.export_dir import FORMAT, INDEX, ExportError, read_index
-from edgemodels.store.cache import atomic_write_text, sha256_file
+from edgemodels.store.files import atomic_write_text, sha256_file
 from edgemodels.study import matrix as suite
 
 THROUGHPUT_SAMPLE = suite.THROUGHPUT_SAMPLE  # the tweets the throughput suite cycles through

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from filelock import FileLock, Timeout
 
-from edgemodels.store.cache import disk_full
+from edgemodels.store.files import disk_full
 from edgemodels.errors import EdgeModelsError
 
 FORMAT = "edgemodels-export/1"

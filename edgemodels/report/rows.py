@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from edgemodels.errors import EdgeModelsError
 from edgemodels.report.pareto import pareto_json
-from edgemodels.store.cache import atomic_write_text
+from edgemodels.store.files import atomic_write_text
 
 Method = Literal["measured", "projected"]
 METHODS: tuple[str, ...] = ("measured", "projected")
@@ -206,7 +206,7 @@ def _report_dir_error(exc: OSError, out_dir: Path, written: list[Path] | None = 
     """`written`: the files this write finished (None: a check before the run, which writes no report)."""
     import os
 
-    from edgemodels.store.cache import disk_full
+    from edgemodels.store.files import disk_full
 
     name = os.fsdecode(exc.filename) if exc.filename else None
     where = str(out_dir) if not name or Path(name).name.startswith(".") else name  # not our temp file's name

@@ -22,7 +22,7 @@ from typing import Sequence
 from edgemodels.devices import DeviceProfile
 from edgemodels.run.qemu import (_ARCHES, MARKER, SITE_DIR, EmulationError, EmulationUnavailable, _arch, _emu,
                                  _lib_dirs, availability, cpu_files)
-from edgemodels.store.cache import atomic_write_text
+from edgemodels.store.files import atomic_write_text
 
 SUITE = "bookworm"
 """Debian release of the ARM user-land: Python 3.11.2 + numpy 1.24.2, accepted by both runtimes."""
@@ -110,7 +110,7 @@ def rootfs_dir(profile: DeviceProfile, cache_root: Path) -> Path:
 
 def _is_complete(path: Path) -> bool:
     """The cache's one completion rule, plus our own marker naming this recipe."""
-    from edgemodels.store.cache import entry_marker
+    from edgemodels.store.entries import entry_marker
 
     try:
         marker = json.loads((path / MARKER).read_text())
@@ -127,8 +127,8 @@ def _remove_stale(parent: Path, name: str) -> None:
 
 
 def _locked_build(final: Path, build) -> Path:
-    """Build `final` (<cache root>/arm/<name>) once, by the cache's one rule (cache.locked_build)."""
-    from edgemodels.store.cache import locked_build
+    """Build `final` (<cache root>/arm/<name>) once, by the cache's one rule (entries.locked_build)."""
+    from edgemodels.store.entries import locked_build
 
     def build_with_marker(tmp: Path) -> None:
         _remove_stale(final.parent, final.name)

@@ -408,7 +408,8 @@ def from_options(remote: str | None, *, identity=None, python=None, dir=None, kn
     """LocalTarget without a --remote URL, else an SshTarget for it."""
     if not remote:
         return LocalTarget(python or sys.executable)
-    from edgemodels.run.ssh import RemoteSpec, SshTarget
+    from edgemodels.run.ssh import SshTarget
+    from edgemodels.run.ssh_connection import RemoteSpec
 
     return SshTarget(RemoteSpec.parse(remote, identity=identity, python=python, dir=dir, known_hosts=known_hosts,
                                       connect_timeout_s=connect_timeout_s))

@@ -36,13 +36,18 @@ def code_identity(*modules: str) -> dict[str, str]:
 
 
 def module_source(name: str) -> bytes:
-    """The source file of module `name`, read without importing it."""
+    """The source file of module `name`, read without importing it; for a package, every module in it (each
+    prefixed by its path in the package, in path order), so that code moved into a submodule still counts."""
     import importlib.util
 
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise ValueError(f"code_identity: no module {name}")
-    return Path(spec.origin).read_bytes()
+    if not spec.submodule_search_locations:
+        return Path(spec.origin).read_bytes()
+    root = Path(spec.origin).parent
+    return b"".join(f"{p.relative_to(root).as_posix()}\0".encode() + p.read_bytes()
+                    for p in sorted(root.rglob("*.py")))
 
 
 def feeds_digest(feeds: list[dict]) -> str:

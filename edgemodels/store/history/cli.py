@@ -144,7 +144,7 @@ def write_trend_png(found: list[RunInfo], by_run: dict[int, list[dict]], metrics
         raise HistoryError("--plot needs matplotlib: pip install matplotlib (the bench extra has it)") from None
     import io
 
-    from edgemodels.store.cache import atomic_write_bytes
+    from edgemodels.store.files import atomic_write_bytes
 
     keys = sorted({row_key(r) for rows in by_run.values() for r in rows}, key=_key_order)
     cells = {(run.id, row_key(r)): r for run in found for r in by_run[run.id]}

@@ -95,9 +95,9 @@ WORKER_BASE_BYTES = 100_000_000
 """A worker process before its model: Python, numpy, the runtime's shared library."""
 
 STARTUP_S = 1.0
-"""What starting the worker processes may cost (spawn, imports, model load): measured 0.2-0.3 s with MiniLM-L6
-on the 2-core VM; 1 s leaves room for larger models and a busy machine. A split whose remaining work would
-save less than this by running in parallel runs here instead."""
+"""What starting the worker processes may cost (spawn, imports, model load), with room for larger models and a busy
+machine (docs/measurements.md#evaluation-plan). A split whose remaining work would save less than this by running in
+parallel runs here instead."""
 
 PROBE_TWEETS = 32
 """Tweets run here first, spread over the split, to time one inference before deciding to start workers."""
@@ -119,13 +119,9 @@ def plan(size_bytes: int, *, workers: int | None = None, threads: int | None = N
          n_cores: int | None = None, available_bytes: int | None = None) -> Plan:
     """Use every core: processes for compact models, threads for large ones, fewer processes where memory is short.
 
-    Why, measured on the 2-core VM (RepLab tweets, 2026-11-25; one interpreter at 1 thread / 2 processes / one
-    interpreter at 2 threads): MiniLM-L6 drq seq 128, 2,000 tweets: 99 / 119 / 76 tweets/s (CPU 10.1 / 10.5 /
-    13.0 ms a tweet); at dynamic length 344 / 306 / 188 tweets/s (CPU 2.9 / 3.2 / 5.3 ms), and on the
-    24,140-tweet split 2 processes ran 691 tweets/s: threads lose at batch 1 on compact models. BERT-Large drq:
-    4.3 / 4.0 / 4.2 tweets/s (CPU 226 / 254 / 238 ms): its large matrices keep 2 threads busy, while 2
-    processes pay two model loads and twice the memory. Predictions are the same under every plan
-    (tests/test_evaluate.py).
+    Why: threads lose at batch 1 on compact models (a process per core ran the most tweets per second), while a large
+    model's matrices keep every thread busy and a second process would pay a second load and twice the memory
+    (docs/measurements.md#evaluation-plan). Predictions are the same under every plan (tests/test_evaluate.py).
     """
     for name, v in (("workers", workers), ("threads", threads)):
         if v is not None and v < 1:
@@ -209,8 +205,8 @@ def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 def _run_order(ids: list[list[int]], fixed_length: int | None) -> np.ndarray:
-    """Length order for a dynamic-length model (the interpreter reallocates only when the length changes:
-    measured 10 % less CPU per tweet on MiniLM-L6), the split's order for a fixed-length one."""
+    """Length order for a dynamic-length model (the interpreter reallocates only when the length changes, which costs
+    CPU per tweet: docs/measurements.md#evaluation-plan), the split's order for a fixed-length one."""
     if fixed_length is not None:
         return np.arange(len(ids))
     return np.argsort(np.array([len(x) for x in ids], dtype=np.int64), kind="stable")

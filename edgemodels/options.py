@@ -60,7 +60,7 @@ def data_spec(value: str) -> str:
     message can name the file."""
     kind, sep, rest = value.strip().partition(":")
     if value.strip() != "builtin" and (not sep or kind.strip().lower() not in ("replab", "csv") or not rest.strip()):
-        from edgemodels.build.data import SPEC_FORMS
+        from edgemodels.build.data.spec import SPEC_FORMS
 
         raise argparse.ArgumentTypeError(f"unknown data spec {value!r}; valid forms: {SPEC_FORMS}")
     return value

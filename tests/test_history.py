@@ -219,6 +219,27 @@ def test_baseline_from_history_takes_the_last_n_runs_on_this_machine(url):
     assert H.baseline_from_history(url, "nowhere", "desktop", "smoke", "builtin", 5).runs == ()
 
 
+def test_a_remote_boards_history_baseline_pools_only_that_boards_runs(url):
+    """--remote runs are recorded under the workstation's machine id, but their speed is the board's: a history
+    baseline for one board pools its own runs only, labelled as that board, so it is compared as the same machine."""
+    from edgemodels.report.gate import gate_machine_id, history_baseline
+
+    boards = {name: {"board": f"Raspberry Pi 4 Model B ({name})", "cpu_model": "Cortex-A72", "cores": 4,
+                     "arch": "aarch64"} for name in ("a", "b")}
+    for ips, board in ((1000.0, "a"), (3000.0, "b"), (1100.0, "a"), (None, "b")):
+        doc = report_doc(ips or 3100.0)
+        doc["machine"]["remote"] = boards[board]
+        H.record_run(url, doc)
+    H.record_run(url, report_doc(9000.0))  # the workstation's own run
+    board_a = gate_machine_id({"machine_id": MACHINE, "remote": boards["a"]})
+    rows, what = history_baseline(url, MACHINE, "desktop", "smoke", "builtin", 5, figures_id=board_a)
+    row = rows[("tiny-bert", "drq", "64")]
+    assert row["inferences_per_s"] == 1050.0 and row["throughput_gate_machine_id"] == board_a and "2 run(s)" in what
+    own, _ = history_baseline(url, MACHINE, "desktop", "smoke", "builtin", 1)
+    assert own[("tiny-bert", "drq", "64")]["inferences_per_s"] == 9000.0
+    assert own[("tiny-bert", "drq", "64")]["throughput_gate_machine_id"] == MACHINE
+
+
 def test_a_bad_document_writes_nothing(tmp_path):
     url = str(tmp_path / "h.sqlite")
     doc = report_doc()
@@ -380,7 +401,10 @@ def test_a_writer_killed_inside_its_transaction_leaves_no_run(url, tmp_path):
 
 def test_history_table_marks_and_plot(url, tmp_path):
     for ips, decision in ((1000.0, "pass"), (990.0, "inconclusive"), (600.0, "regression")):
-        H.record_run(url, report_doc(ips, throughput_decision=decision))
+        # as the bench writes it: the whole verdict (ratio, interval, basis...), not only its word
+        verdict = {"decision": decision, "ratio": ips / 1000, "low": ips / 1100, "high": ips / 900, "limit": 0.9,
+                   "basis": "same machine: " + "x" * 200, "confidence": 0.99, "notes": []}
+        H.record_run(url, report_doc(ips, throughput_decision=verdict))
     H.record_run(url, report_doc(1500.0, device="pi4"))
     png = tmp_path / "trend.png"
     rc, out, err = _run(["history", "--history", url, "--device", "desktop", "--plot", str(png)])

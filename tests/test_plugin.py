@@ -163,6 +163,32 @@ def test_worse_model_fails_baseline_compare(tmp_path, smoke_cache):
     assert "tiny-bert/fp32" in worse.stdout
 
 
+@pytest.mark.slow
+def test_speed_gate_here_saves_a_digest_passes_the_same_file_and_shares_it_only_when_told(tmp_path, smoke_cache):
+    """Throughput gated on this host: the baseline keeps the 1-thread digest, the same file passes against it; a
+    digest is reused (and said to be) only by runs sharing EDGEMODELS_GATE_SHARE, never otherwise."""
+    args = ("-k", "throughput and 64", "--baseline-metrics=throughput", "--history=off")
+    saved = _bench(tmp_path, *args, "--baseline-save", cache=smoke_cache, benchmark=True)
+    assert saved.returncode == 0, saved.stdout[-3000:]
+    base = json.loads((tmp_path / "baselines" / "builtin" / "smoke" / "desktop.json").read_text())
+    assert "throughput_gate" in json.dumps(base)
+
+    def row(run) -> dict:
+        assert run.returncode == 0, run.stdout[-3000:]
+        return json.loads((tmp_path / "report" / "report.json").read_text())["rows"][0]
+
+    share = {"EDGEMODELS_GATE_SHARE": f"test-{tmp_path.name}"}
+    first = row(_bench(tmp_path, *args, "--baseline-compare", cache=smoke_cache, benchmark=True, env=share))
+    assert first["throughput_decision"]["decision"] == "pass", first["throughput_decision"]
+    assert not any("reused" in n for n in first["notes"]), first["notes"]
+    again = row(_bench(tmp_path, *args, "--baseline-compare", cache=smoke_cache, benchmark=True, env=share))
+    assert again["throughput_gate"] == first["throughput_gate"]
+    assert any("reused" in n and share["EDGEMODELS_GATE_SHARE"] in n for n in again["notes"]), again["notes"]
+    unshared = row(_bench(tmp_path, *args, "--baseline-compare", cache=smoke_cache, benchmark=True))
+    assert unshared["throughput_gate"] != first["throughput_gate"]
+    assert not any("reused" in n for n in unshared["notes"]), unshared["notes"]
+
+
 def test_options_show_in_pytest_help():
     out = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=REPO, capture_output=True, text=True,
                          timeout=300)

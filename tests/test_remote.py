@@ -686,6 +686,7 @@ def test_the_speed_gate_on_a_remote_passes_an_unchanged_file_and_fails_a_slower_
     assert same.returncode == 0, same.stdout[-3000:]
     row = json.loads((tmp_path / "same" / "report" / "report.json").read_text())["rows"][0]
     assert row["throughput_decision"]["decision"] == "pass" and row["throughput_gate"]["threads"] == 1
+    assert not any("reused" in n for n in row["notes"]), row["notes"]  # timed on the remote now, not shared
     (tmp_path / "slower.py").write_text(SLOWER_CASE)
     slower = _worker_wrapper(tmp_path / "python-slower", device_python,
                              f'exec {device_python} {tmp_path / "slower.py"} 1.25 "$@"')

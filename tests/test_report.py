@@ -260,7 +260,7 @@ def test_png_without_data(tmp_path):
 
 def _one(acc: float | None = 0.80, size: int | None = 1_000_000, ips: float | None = 10.0,
          method: str = "measured", device: str = "pi4") -> Report:
-    rep = Report(device, {})
+    rep = Report(device, {"machine_id": MID})
     r = rep.row("minilm-l6", "drq")
     r.accuracy, r.size_bytes, r.inferences_per_s = acc, size, ips
     r.method = method if ips is not None else None
@@ -298,21 +298,75 @@ def test_size_gate(tmp_path, size, fails):
     assert [r.metric for r in regs] == (["size"] if fails else [])
 
 
-def test_throughput_gate_same_machine(tmp_path):
-    save_baseline(_one(ips=10.0), tmp_path, MID)
-    regs, _ = compare_baseline(_one(ips=8.9), tmp_path, MID)
-    assert [r.metric for r in regs] == ["throughput"]
-    regs, _ = compare_baseline(_one(ips=9.1), tmp_path, MID)
-    assert regs == []
+def _gated(relative: float, baseline: dict | None = None, *, same_machine: bool = True) -> Report:
+    """_one with a real speed gate digest of a file `relative` times the yardstick's speed, and, against a baseline
+    digest, the speed gate's real verdict, as the bench's throughput test leaves them in the row."""
+    from edgemodels.run import speedgate
+    from tests.test_history import gate_digest
+
+    rep = _one(ips=10.0 * relative)
+    r = rep.rows()[0]
+    r.throughput_gate = gate_digest(relative)
+    if baseline is not None:
+        r.throughput_decision = speedgate.compare(
+            speedgate.Digest.from_json(r.throughput_gate), speedgate.Digest.from_json(baseline),
+            **speedgate.compare_args(same_machine=same_machine, mode="drq")).to_json()
+    return rep
 
 
-def test_throughput_other_machine_or_method_is_a_note(tmp_path):
-    save_baseline(_one(ips=10.0), tmp_path, MID)
-    regs, notes = compare_baseline(_one(ips=8.9), tmp_path, "aarch64-4c-4g-01234567", metrics=("size", "throughput"))
-    assert regs == []
-    assert any("throughput not compared" in n and MID in n for n in notes)
-    regs, notes = compare_baseline(_one(ips=1.0, method="projected"), tmp_path, MID)
-    assert regs == [] and any("baseline is measured" in n for n in notes)
+def test_throughput_is_decided_by_the_speed_gates_verdict(tmp_path):
+    """Why: a fixed -10 % on absolute inferences/s failed an unchanged file on a busy machine (-58 %) and passed a
+    4.3x slowdown across machines; throughput now fails on the speed gate's verdict only, whatever the raw figure."""
+    save_baseline(_gated(1.0), tmp_path, MID)
+    base = json.loads(baseline_path(tmp_path, "pi4").read_text())["rows"][0]
+    assert base["throughput_gate"] and base["throughput_gate_machine_id"] == MID
+    same = _gated(1.0, base["throughput_gate"])
+    same.rows()[0].inferences_per_s = 4.0  # the absolute figure of a busy machine: not decided on
+    regs, _ = compare_baseline(same, tmp_path, MID)
+    assert regs == [] and same.rows()[0].throughput_decision["decision"] == "pass"
+    slower = _gated(0.80, base["throughput_gate"])
+    regs, _ = compare_baseline(slower, tmp_path, MID)
+    assert [r.metric for r in regs] == ["throughput"] and "regression: relative speed 0.80" in regs[0].limit
+
+
+def test_an_inconclusive_or_incomparable_verdict_fails_unless_told(tmp_path):
+    save_baseline(_gated(1.0), tmp_path, MID)
+    rep = _gated(0.9)
+    rep.rows()[0].throughput_decision = {"decision": "inconclusive", "ratio": 0.9, "low": 0.85, "high": 0.95,
+                                         "limit": 0.9, "basis": "same machine", "confidence": 0.95}
+    regs, _ = compare_baseline(rep, tmp_path, MID)
+    assert [r.metric for r in regs] == ["throughput"] and regs[0].limit.startswith("inconclusive")
+    regs, notes = compare_baseline(rep, tmp_path, MID, pass_inconclusive=True)
+    assert regs == [] and any("passed by --throughput-inconclusive=pass" in n for n in notes)
+    rep.rows()[0].throughput_decision = {"decision": "incomparable", "basis": "the baseline was timed at 2 thread(s)"}
+    regs, _ = compare_baseline(rep, tmp_path, MID, pass_inconclusive=True)  # never passed: nothing was compared
+    assert [r.metric for r in regs] == ["throughput"] and "re-save the baseline" in regs[0].limit
+
+
+def test_throughput_without_a_digest_on_one_side_fails_naming_it(tmp_path):
+    """A baseline saved before the gate (no digest) cannot pass a gated row, nor a row the gate did not time."""
+    save_baseline(_one(ips=10.0), tmp_path, MID)  # no digest
+    regs, _ = compare_baseline(_gated(1.0), tmp_path, MID)
+    assert [(r.metric, r.limit) for r in regs] == [("throughput", "no baseline")]
+    save_baseline(_gated(1.0), tmp_path / "new", MID)
+    regs, _ = compare_baseline(_one(ips=10.0), tmp_path / "new", MID)
+    assert [(r.metric, r.limit) for r in regs] == [("throughput", "not measured")]
+
+
+def test_the_verdict_across_machines_uses_the_modes_spread():
+    """Across machines the limit is lowered by the mode's measured cross-CPU spread (drq 0.10), not the unmeasured
+    default: `compare` and history decide as the bench does."""
+    from edgemodels.report.gate import decide
+    from edgemodels.run import speedgate
+    from edgemodels.store.history.compare import Side
+    from tests.test_history import gate_digest
+
+    base = Side((10.0,), (gate_digest(1.0),), "machine-a", "measured", "drq")
+    cur = Side((9.0,), (gate_digest(0.85),), "machine-b", "measured", "drq")
+    d = decide("inferences_per_s", base, cur)
+    assert "measured for drq" in d.why and f"x {1 - speedgate.cross_machine_spread('drq')[0]:.2f}" in d.why, d.why
+    unmeasured = decide("inferences_per_s", base, Side((9.0,), cur.digests, "machine-b", "measured", "qat-int7"))
+    assert "not measured for qat-int7" in unmeasured.why
 
 
 def test_custom_thresholds(tmp_path):
@@ -350,7 +404,7 @@ def test_rows_not_in_baseline_and_unmeasured_metrics_fail(tmp_path):
 
 
 def test_ungated_metrics_and_rows_not_run_are_notes(tmp_path):
-    saved = _one(ips=10.0)
+    saved = _gated(1.0)
     saved.row("other", "fp32").size_bytes = 5  # a row this run filters out (--models): a note, not a failure
     save_baseline(saved, tmp_path, MID)
     rep = _one(ips=None)  # throughput in the baseline, not measured: CI gates accuracy and size only

@@ -17,6 +17,7 @@ from edgemodels.bench.session import BenchSession
 from edgemodels.report.rows import Report
 from edgemodels.run.targets import Identity, Target, WorkerResult
 from edgemodels.store.cache import ArtifactCache
+from edgemodels.report.machine import machine_info
 from edgemodels.study.expected import BUILTIN_OUTCOMES
 from edgemodels.study.matrix import Case, get_scale
 
@@ -28,7 +29,7 @@ def _session(tmp_path: Path, device: str = "desktop", scale: str = "smoke", tree
     placement = devices.place(device, tree or tmp_path / "no-device-tree")
     side = HostSide(placement, threads=2, runtime=None, cache_root=store.root, emulate=True)
     return BenchSession(device=device, scale=get_scale(scale), source=BuiltArtifacts(store, get_scale(scale), "builtin"),
-                        make_side=lambda: side, expected=BUILTIN_OUTCOMES, make_report=lambda s: Report(device, {}),
+                        make_side=lambda: side, expected=BUILTIN_OUTCOMES, make_report=lambda s: Report(device, machine_info()),
                         keep_models=set(), keep_modes=set())
 
 
@@ -265,3 +266,22 @@ def test_an_invoke_failure_is_the_refusal_only_where_one_is_expected():
     assert w8 is None
     with pytest.raises(pytest.fail.Exception, match="Type not currently supported"):
         outcome.runtime_refused(w8, "minilm-l6-w8-128", "tflite-runtime 2.14.0", loaded=True, error=invoke)
+
+
+def test_without_qemu_the_pi3s_runtime_check_is_skipped_saying_why(tmp_path, monkeypatch):
+    """Why: with no QEMU here, `pytest bench/ --device=pi3` checked the drq files on this host's ai-edge-litert, which
+    loads what the Pi 3's tflite-runtime 2.14 refuses, and failed 'expects to refuse it'. Another runtime's verdict is
+    not the device's: skipped, naming both runtimes and how to get the emulation."""
+    from edgemodels.bench.metrics import compat
+    from edgemodels.run import qemu, runtime
+
+    monkeypatch.setattr(qemu, "availability", lambda: (False, "qemu-user-static/debootstrap not installed (test)"))
+    monkeypatch.setattr(runtime, "available", lambda: [types.SimpleNamespace(name="ai-edge-litert", version="2.3.0")])
+    s = _session(tmp_path, device="pi3")
+    assert s.side.runtime == "ai-edge-litert" and s.side.runtime_note
+    s.artifact = lambda case: pytest.fail("nothing is run for a check that cannot be made")
+    with pytest.raises(pytest.skip.Exception, match=r"tflite-runtime 2\.14\.0.*not installed \(test\)"):
+        compat.check(s, Case("tiny-bert", "drq", 64))
+    assert "compat: not checked" in " ".join(s.row(Case("tiny-bert", "drq", 64)).notes)
+    monkeypatch.setattr(qemu, "availability", lambda: (True, "qemu (test)"))
+    assert _session(tmp_path / "emulated", device="pi3").side.unchecked_runtime() is None

@@ -29,6 +29,7 @@ class BuiltArtifacts:
     """Artifacts built lazily through the package's pipeline and cached; `ready` files are used as they are."""
 
     kind = "built"
+    holds_references = False  # x86 outputs for the compat check come from running the file here
 
     def __init__(self, store, scale: Scale, data_spec: str, max_examples: int | None = None,
                  ready: Mapping[str, Any] | None = None, named_sources: Mapping[str, str] | None = None):
@@ -160,6 +161,8 @@ class ExportedArtifacts:
     """An export directory (python -m edgemodels export): nothing is built, tokenized or fetched."""
 
     kind = "export"
+    holds_references = True  # the export carries its build host's outputs on the compat sample
+    store = None  # nothing is built or memoised on the device
 
     def __init__(self, export):
         self.export = export

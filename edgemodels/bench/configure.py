@@ -165,8 +165,7 @@ def session(config: pytest.Config) -> BenchSession:
 
         info = machine_info()
         info.update(scale=scale.name, data=s.data_spec, placement=s.side.method, device_title=s.profile.title)
-        if s.side.identity is not None:
-            info["remote"] = s.side.identity.as_dict()  # the figures' machine; the rest is this host's
+        info.update(s.side.report_info())
         if s.source.summary() is not None:
             info["artifacts"] = s.source.summary()
         return Report(device, info, s.profile.target_inferences_per_s)

@@ -12,13 +12,31 @@ from __future__ import annotations
 
 import platform
 import socket
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 from edgemodels import devices
 from edgemodels.run import stats
-from edgemodels.run.targets import Identity, LocalTarget, Target
+from edgemodels.run.targets import Identity, LocalTarget, Target, WorkerResult
+
+
+@dataclass
+class DeviceRun:
+    """A case's file on the device's own runtime: does it load, and what does it output on the compat sample."""
+
+    loads: bool
+    error: str | None
+    outputs: Any  # np.ndarray [n, labels] or None
+    method: str  # "emulated ARM (qemu, cortex-a72)" | "measured here (...)" | "host (...)" | a remote's label
+    runtime: str
+    compared_with_host: bool = False  # ran elsewhere than this host (QEMU, a remote): x86 here is the reference
+    max_abs_diff: float | None = None  # vs the same file's x86 outputs (None: nothing else to compare with)
+    x86_max_abs: float | None = None  # the largest |x86 logit|: the scale criteria.arm_diff_limit allows for
+    reference: str | None = None  # what the outputs were compared with
 
 
 class SideError(Exception):
@@ -36,6 +54,8 @@ class DeviceSide:
     runtime_note: str = ""  # why this side's runtime is not the device's own, where it is not
     timing: Target
     identity: Identity | None = None
+    remote = False  # figures come from another machine (RemoteSide); x86 outputs here are its reference
+    shares_gate = False  # its gate timing is this host's at 1 thread, the same whatever the device profile
 
     @property
     def on_device(self) -> bool:
@@ -57,10 +77,48 @@ class DeviceSide:
     def project(self, inferences_per_s: float) -> stats.Projection:
         raise NotImplementedError
 
-    def compat_target(self) -> tuple[Callable[[], Target], str, bool]:
-        """(a call giving the target that runs the device's own runtime, how its figures are labelled, whether it is
-        emulated). A call, so that an emulated user-land is built only when a check is not memoised already."""
+    @property
+    def emulates(self) -> bool:
+        """Whether the device's own runtime is checked here under an emulator."""
+        return False
+
+    def unchecked_runtime(self) -> str | None:
+        """Why the device's own runtime cannot be checked on this side (a skip reason), or None where it can."""
+        return None
+
+    def device_run(self, case_id: str, art, feeds: list[dict], infer: bool,
+                   host_run: Callable[[], WorkerResult], store) -> DeviceRun:
+        """The file on the device's own runtime (feeds only when `infer`; else a load check)."""
         raise NotImplementedError
+
+    def here_runtime(self) -> tuple[str, str]:
+        """(name, version) of the runtime that runs models on this machine (accuracy, x86 references)."""
+        from edgemodels.run import runtime
+
+        found = {r.name: r.version for r in runtime.available()}
+        name = self.profile.runtime if self.profile.runtime in found else next(iter(found), "ai-edge-litert")
+        return name, found.get(name, "not installed")
+
+    def evaluation_elsewhere(self) -> str | None:
+        """Why evaluation speed is not this device's figure here (a skip reason), or None."""
+        if not self.on_device:
+            return (f"evaluation runs on the host, not the {self.profile.name}: its throughput is recorded by the "
+                    "desktop run (or on the device itself)")
+        return None
+
+    def figure_note(self, what: str, ident: Identity, runtime: str) -> str | None:
+        """What a row's note says of where a figure (`what`: throughput, memory) was taken, if anything."""
+        if what == "memory" and not self.on_device:
+            return f"memory: host RSS ({runtime}) vs {self.profile.name} budget"
+        return None
+
+    def report_info(self) -> dict:
+        """What report.json's machine section adds for this side."""
+        return {}
+
+    def release(self) -> dict | None:
+        """Release what the session held (a labgrid place) and say so for report.json; None where nothing was held."""
+        return None
 
     def close(self) -> None:
         self.timing.close()
@@ -91,6 +149,11 @@ class HostSide(DeviceSide):
         self.timing = LocalTarget()
         self._cache_root, self._emulate = cache_root, emulate
 
+    shares_gate = True
+
+    def here_runtime(self) -> tuple[str, str]:
+        return self.runtime, self.runtime_version
+
     @property
     def memory_limit_bytes(self) -> int:
         return int(self.profile.memory_budget_bytes * stats.KILL_FACTOR)
@@ -114,13 +177,49 @@ class HostSide(DeviceSide):
 
         return qemu.availability()
 
-    def compat_target(self) -> tuple[Callable[[], Target], str, bool]:
-        if self.emulation[0]:
-            from edgemodels.run import qemu, rootfs
+    @property
+    def emulates(self) -> bool:
+        return self.emulation[0]
 
-            return (lambda: qemu.QemuTarget(self.profile, rootfs.ensure_rootfs(self.profile, self._cache_root)),
-                    self.profile.emulation.method, True)
-        return (lambda: self.timing), self.label_here(), False
+    def unchecked_runtime(self) -> str | None:
+        if self.on_device or not self.runtime_note or self.emulates:
+            return None
+        return (f"this host runs {self.runtime} {self.runtime_version}, not the {self.profile.name}'s "
+                f"{self.profile.runtime} {self.profile.runtime_version}, and cannot run that under emulation: "
+                f"{self.emulation[1]}")
+
+    def device_run(self, case_id, art, feeds, infer, host_run, store) -> DeviceRun:
+        """Off the device with an emulation: the device's ARM build under QEMU, memoised in the cache (emulation
+        costs seconds to minutes per file). Else this host's own run, which on the device is the device's."""
+        if self.emulates:
+            return self._emulated(case_id, art, feeds if infer else feeds[:0], store)
+        res = host_run()
+        return DeviceRun(res.loads, res.error, res.outputs if infer else None, self.label_here(),
+                         f"{res.identity.runtime or self.runtime} {res.identity.runtime_version or ''}".strip())
+
+    def _emulated(self, case_id: str, art, feeds: list[dict], store) -> DeviceRun:
+        """Memoised by the file, the emulated device, the feeds and the code that decides the verdict."""
+        from edgemodels.run import qemu, rootfs
+        from edgemodels.store.cache import Key
+        from edgemodels.store.keys import EMULATION_CODE, code_identity, feeds_digest
+
+        p, emu = self.profile, self.profile.emulation
+        key = Key("emulated", f"{p.name}-{case_id}", {
+            "artifact": art.manifest["key"]["digest"], "feeds": feeds_digest(feeds), "threads": qemu.EMULATED_THREADS,
+            "target": {"device": p.name, "runtime": p.runtime, "version": p.runtime_version, "cores": p.cpu.cores,
+                       **asdict(emu)},
+            "code": code_identity(*EMULATION_CODE)})
+
+        def compute() -> dict:
+            target = qemu.QemuTarget(p, rootfs.ensure_rootfs(p, self._cache_root))  # built only when not memoised
+            res = target.run(art.tflite, threads=qemu.EMULATED_THREADS, feeds=feeds)
+            return {"loads": res.loads, "error": res.error, "runtime_version": res.identity.runtime_version,
+                    "arch": res.identity.arch, "outputs": None if res.outputs is None else res.outputs.tolist()}
+
+        run, _ = store.memo_json(key, compute)
+        outputs = None if run["outputs"] is None else np.asarray(run["outputs"], dtype=np.float32)
+        return DeviceRun(run["loads"], run["error"], outputs, emu.method,
+                         f"{p.runtime} {run['runtime_version']} ({run['arch']})", compared_with_host=True)
 
 
 class RemoteSide(DeviceSide):
@@ -154,5 +253,26 @@ class RemoteSide(DeviceSide):
     def project(self, inferences_per_s: float) -> stats.Projection:
         return stats.Projection(inferences_per_s, "measured", None, self.identity.label)
 
-    def compat_target(self) -> tuple[Callable[[], Target], str, bool]:
-        return (lambda: self.timing), self.identity.label, self.identity.emulated
+    remote = True
+
+    def device_run(self, case_id, art, feeds, infer, host_run, store) -> DeviceRun:
+        res = self.timing.run(art.tflite, runtime=self.runtime, threads=self.threads, feeds=feeds if infer else feeds[:0])
+        ident = res.identity
+        return DeviceRun(res.loads, res.error, res.outputs, ident.label,
+                         f"{ident.runtime or self.runtime} {ident.runtime_version} ({ident.arch})",
+                         compared_with_host=True)
+
+    def evaluation_elsewhere(self) -> str | None:
+        return (f"evaluation runs on this host, not on the --remote {self.profile.name}: not timed as a device "
+                "figure")
+
+    def figure_note(self, what: str, ident: Identity, runtime: str) -> str | None:
+        return f"{what} {ident.label}"
+
+    def report_info(self) -> dict:
+        return {"remote": self.identity.as_dict()}  # the figures' machine; the rest is this host's
+
+    def release(self) -> dict | None:
+        from edgemodels.lab import places
+
+        return places.release_for_report(self.timing)  # timing is over: free a labgrid place, say when

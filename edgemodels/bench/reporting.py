@@ -88,7 +88,8 @@ def session_start(config: pytest.Config, s) -> None:
 
                 n = int(compare.partition(":")[2] or HISTORY_RUNS)
                 s.history_base, s.history_base_what = gate.history_baseline(
-                    config.getoption("--history"), machine_id(), s.device, s.scale.name, s.data_kind, n)
+                    config.getoption("--history"), machine_id(), s.device, s.scale.name, s.data_kind, n,
+                    figures_id=gate.gate_machine_id(s.report.machine))
                 rows = s.history_base
             else:
                 rows = gate.load_rows(gate.require_baseline(baseline_dir(config, s), s.device), s.device)
@@ -113,10 +114,8 @@ def session_finish(session: pytest.Session, s) -> None:
             s.baseline_error = "--baseline-compare: this run measured nothing, so nothing was compared"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    if "side" in s.__dict__ and s.side.identity is not None:
-        from edgemodels.lab import places
-
-        locked = places.release_for_report(s.side.timing)  # timing is over: free a labgrid place, say when
+    if "side" in s.__dict__:
+        locked = s.side.release()
         if locked is not None:
             s.report.machine["lab"] = locked
     claim = speed_claim(s.report.rows(), s.device, s.profile.target_inferences_per_s)

@@ -50,15 +50,8 @@ class BenchSession:
 
     @cached_property
     def host_runtime(self) -> tuple[str, str]:
-        """(name, version) of the runtime that runs models on this machine (accuracy, x86 references): the side's
-        own where it is this machine, else the device's where installed here, else the first found."""
-        from edgemodels.run import runtime
-
-        if not self.side.identity:
-            return self.side.runtime, self.side.runtime_version
-        found = {r.name: r.version for r in runtime.available()}
-        name = self.profile.runtime if self.profile.runtime in found else next(iter(found), "ai-edge-litert")
-        return name, found.get(name, "not installed")
+        """(name, version) of the runtime that runs models on this machine (accuracy, x86 references)."""
+        return self.side.here_runtime()
 
     @property
     def profile(self):
@@ -138,7 +131,7 @@ class BenchSession:
 
         art = self.artifact(case)
         small = (case.compact or self.ready_file(case) is not None) and art.size_bytes <= EMULATE_INFERENCE_MAX_BYTES
-        return small or (self.side.measured_on_device and (self.source.kind == "export" or self.side.identity))
+        return small or (self.side.measured_on_device and (self.source.holds_references or self.side.remote))
 
     def host_run(self, case: Case) -> WorkerResult:
         """The case's file on this machine's runtime, in a fresh worker, on the compat sample (one tweet where the

@@ -229,8 +229,8 @@ def compare_baseline(report: Report, baseline_dir: Path | None, machine_id: str,
                 regs.append(Regression(r.model, r.mode, r.seq, "size", float(b_size),
                                        float(r.size_bytes), f"+{thresholds.size_increase:.1%}"))
         verdict = r.throughput_decision or {}
-        if verdict.get("decision") == "regression" or (verdict.get("decision") == "inconclusive"
-                                                       and not pass_inconclusive):
+        if verdict.get("decision") in ("regression", "incomparable") or (verdict.get("decision") == "inconclusive"
+                                                                         and not pass_inconclusive):
             regs.append(Regression(r.model, r.mode, r.seq, "throughput", b_ips, r.inferences_per_s,
                                    _gate_limit(verdict)))
         elif verdict.get("decision") == "inconclusive":
@@ -260,6 +260,9 @@ def compare_baseline(report: Report, baseline_dir: Path | None, machine_id: str,
 
 def _gate_limit(verdict: dict) -> str:
     """The speed gate's verdict as a Regression's limit: decision, ratio and its interval, the limit, the basis."""
+    if verdict["decision"] == "incomparable":
+        return (f"incomparable with the baseline: {verdict['basis']}; re-save the baseline (--baseline-save) with "
+                "this version")
     return (f"{verdict['decision']}: relative speed {verdict['ratio']:.3f}x of the baseline, {verdict['confidence']:.0%} "
             f"interval [{verdict['low']:.3f}, {verdict['high']:.3f}] vs limit {verdict['limit']:.3f} ({verdict['basis']})")
 
@@ -291,16 +294,21 @@ def format_regressions(regs: list[Regression]) -> str:
 
 
 def history_baseline(url, machine_id: str, device: str, scale: str | None, data_kind: str | None,
-                     n: int) -> tuple[dict, str]:
+                     n: int, figures_id: str | None = None) -> tuple[dict, str]:
     """(the last `n` recorded runs of this device, scale and data on this machine, as baseline rows; what they are).
     Each row's value is the median of its runs' (accuracy per this machine, size, inferences/s), and its gate digest
-    is the runs' digests pooled (speedgate.stats.pool: the spread between them widens the interval)."""
+    is the runs' digests pooled (speedgate.stats.pool: the spread between them widens the interval).
+    figures_id: whose speed the run's digests are (gate_machine_id; a --remote board's own): only runs timed on that
+    machine are pooled, and the pool is labelled with it, so a board is compared as the same machine only with itself."""
     import statistics
 
     from edgemodels.run.speedgate import Digest, stats
     from edgemodels.store.history import baseline_from_history
 
-    hb = baseline_from_history(url, machine_id, device, scale, data_kind, n)
+    figures_id = figures_id or machine_id
+    accept = None if figures_id == machine_id else (
+        lambda m: gate_machine_id({"machine_id": machine_id, **m}) == figures_id)
+    hb = baseline_from_history(url, machine_id, device, scale, data_kind, n, accept=accept)
     if not hb.runs:
         raise BaselineMissing(f"--baseline-compare history: no recorded run of --device={device} --scale={scale} "
                               f"(data {data_kind}) on this machine ({machine_id}) in the history; run the bench once "
@@ -316,7 +324,7 @@ def history_baseline(url, machine_id: str, device: str, scale: str | None, data_
                  "accuracy_by_machine": {machine_id: med("accuracy")} if med("accuracy") is not None else None}
         if br.digests:
             pooled = stats.pool([Digest.from_json(d, where=f"history {key}") for d in br.digests])
-            entry.update(throughput_gate=pooled.to_json(), throughput_gate_machine_id=machine_id)
+            entry.update(throughput_gate=pooled.to_json(), throughput_gate_machine_id=figures_id)
         rows[_row_id(*key)] = entry
     return rows, f"history: {hb.describe()}"
 
@@ -349,7 +357,7 @@ def decide(metric: str, base, cur, thresholds: Thresholds = Thresholds()):
         bd = speedgate.stats.pool([speedgate.Digest.from_json(d) for d in base.digests])
         cd = speedgate.stats.pool([speedgate.Digest.from_json(d) for d in cur.digests])
         v = speedgate.compare(cd, bd, **speedgate.compare_args(
-            threshold=thresholds.throughput_drop, same_machine=base.machine_id == cur.machine_id))
+            threshold=thresholds.throughput_drop, same_machine=base.machine_id == cur.machine_id, mode=cur.mode))
     except (speedgate.Incomparable, speedgate.DigestError) as exc:
         return Decision("not compared", str(exc))
     return Decision(v.decision, v.describe())

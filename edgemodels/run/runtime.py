@@ -18,12 +18,21 @@ import numpy as np
 from edgemodels.quiet import native_stderr
 from edgemodels.errors import EdgeModelsError
 
+@dataclass(frozen=True)
+class RuntimeRecord:
+    """A TFLite runtime with the Interpreter API: adding one is one record in _MODULES (options, worker and targets
+    read the table)."""
+
+    module: str  # the module holding its Interpreter
+    package: str  # the package whose version it reports
+    install: str  # how a user installs it
+
+
 _MODULES = {
-    # name -> (the module holding its Interpreter, the package whose version it reports). A TFLite runtime with
-    # the same Interpreter API is one record here; the options, worker and targets read this table.
-    "ai-edge-litert": ("ai_edge_litert.interpreter", "ai_edge_litert"),
-    "tflite-runtime": ("tflite_runtime.interpreter", "tflite_runtime"),
-    "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
+    "ai-edge-litert": RuntimeRecord("ai_edge_litert.interpreter", "ai_edge_litert", "pip install ai-edge-litert"),
+    "tflite-runtime": RuntimeRecord("tflite_runtime.interpreter", "tflite_runtime",
+                                    "pip install tflite-runtime 'numpy<2'"),
+    "tensorflow": RuntimeRecord("tensorflow.lite.python.interpreter", "tensorflow", "pip install tensorflow"),
 }
 
 RUNTIMES: tuple[str, ...] = tuple(_MODULES)
@@ -47,15 +56,14 @@ class RuntimeInfo:
 def _import(name: str):
     if name not in _MODULES:
         raise ValueError(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}")
-    interp_mod, pkg = _MODULES[name]
+    rec = _MODULES[name]
+    interp_mod, pkg = rec.module, rec.package
     try:
         with native_stderr():  # importing tensorflow's interpreter prints TensorFlow's start-up lines
             mod = importlib.import_module(interp_mod)
         version = getattr(importlib.import_module(pkg), "__version__", "")
     except ImportError as exc:
-        hint = {"ai-edge-litert": "pip install ai-edge-litert",
-                "tflite-runtime": "pip install tflite-runtime 'numpy<2'",
-                "tensorflow": "pip install tensorflow"}[name]
+        hint = rec.install
         raise RuntimeUnavailable(f"runtime {name!r} is not installed ({exc}); install it: {hint}") from exc
     if not version:
         from importlib import metadata
@@ -74,7 +82,7 @@ def available() -> list[RuntimeInfo]:
 
     found = []
     for name in RUNTIMES:
-        pkg = _MODULES[name][1]
+        pkg = _MODULES[name].package
         if find_spec(pkg) is None:
             continue
         try:

@@ -9,49 +9,13 @@ outputs, so only the kernels differ, never the quantization.
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import pytest
 
 from edgemodels.bench import outcome
-from edgemodels.run.qemu import EMULATED_THREADS
-from edgemodels.store.cache import Key
-from edgemodels.store.keys import EMULATION_CODE, code_identity, feeds_digest
+from edgemodels.bench.device import DeviceRun
 from edgemodels.study.matrix import Case
-
-
-@dataclass
-class DeviceRun:
-    loads: bool
-    error: str | None
-    outputs: Any  # np.ndarray [n, labels] or None
-    method: str  # "emulated ARM (qemu, cortex-a72)" | "measured here (...)" | "host (...)" | a remote's label
-    runtime: str
-    max_abs_diff: float | None = None  # vs the same file's x86 outputs (None: nothing else to compare with)
-    x86_max_abs: float | None = None  # the largest |x86 logit|: the scale criteria.arm_diff_limit allows for
-    reference: str | None = None  # what the outputs were compared with
-
-
-def _emulated(s, case: Case, target, art, feeds: list[dict]) -> DeviceRun:
-    """The device's runtime under QEMU, memoised by the file, the emulated device, the feeds and the code."""
-    emu = s.profile.emulation
-    key = Key("emulated", f"{s.device}-{case.id}", {
-        "artifact": art.manifest["key"]["digest"], "feeds": feeds_digest(feeds), "threads": EMULATED_THREADS,
-        "target": {"device": s.profile.name, "runtime": s.profile.runtime, "version": s.profile.runtime_version,
-                   "cores": s.profile.cpu.cores, **asdict(emu)},
-        "code": code_identity(*EMULATION_CODE)})
-
-    def compute() -> dict:
-        res = target().run(art.tflite, threads=EMULATED_THREADS, feeds=feeds)
-        return {"loads": res.loads, "error": res.error, "runtime_version": res.identity.runtime_version,
-                "arch": res.identity.arch, "outputs": None if res.outputs is None else res.outputs.tolist()}
-
-    run, _ = s.source.store.memo_json(key, compute)
-    outputs = None if run["outputs"] is None else np.asarray(run["outputs"], dtype=np.float32)
-    return DeviceRun(run["loads"], run["error"], outputs, emu.method,
-                     f"{s.profile.runtime} {run['runtime_version']} ({run['arch']})")
 
 
 def device_run(s, case: Case) -> DeviceRun:
@@ -59,33 +23,21 @@ def device_run(s, case: Case) -> DeviceRun:
     if case in s.device_runs:
         return s.device_runs[case]
     art = s.artifact(case)
-    make_target, method, emulated = s.side.compat_target()
     if s.side.measured_on_device:
         s.too_big(case, art, "compat")
     infer = s.infer_compat(case)
     feeds = s.feeds(case, s.source.compat_examples)
-    if emulated and s.side.identity is None:
-        result = _emulated(s, case, make_target, art, feeds if infer else feeds[:0])
-    elif s.side.identity is None:  # this host: the host run is the device's run, or stands in for it
-        res = s.host_run(case)
-        result = DeviceRun(res.loads, res.error, res.outputs if infer and res.outputs is not None else None, method,
-                           f"{res.identity.runtime or s.side.runtime} {res.identity.runtime_version or ''}".strip())
-    else:  # a remote device
-        res = make_target().run(art.tflite, runtime=s.side.runtime, threads=s.side.threads,
-                                feeds=feeds if infer else feeds[:0])
-        ident = res.identity
-        result = DeviceRun(res.loads, res.error, res.outputs, ident.label,
-                           f"{ident.runtime or s.side.runtime} {ident.runtime_version} ({ident.arch})")
+    result = s.side.device_run(case.id, art, feeds, infer, lambda: s.host_run(case), s.source.store)
     if result.loads and infer and feeds and result.outputs is None and result.error:
         # Loaded, then failed on a feed (tflite-runtime 2.14 on int4: "Type not currently supported" at the first
         # invoke): the runtime cannot run the file, which is what a refusal is here.
         result.loads = False
-    _fill_row(s, case, result, emulated or s.side.identity is not None)
+    _fill_row(s, case, result)
     s.device_runs[case] = result
     return result
 
 
-def _fill_row(s, case: Case, result: DeviceRun, x86_elsewhere: bool) -> None:
+def _fill_row(s, case: Case, result: DeviceRun) -> None:
     row = s.row(case)
     row.arm_loads, row.arm_error, row.arm_method = result.loads, result.error, result.method
     if result.outputs is None:
@@ -93,7 +45,7 @@ def _fill_row(s, case: Case, result: DeviceRun, x86_elsewhere: bool) -> None:
             row.notes.append("emulated: load only (inference too slow under emulation for this size)"
                              if "emulated" in result.method else "compat: load only (no inference run for this model)")
         return
-    host, reference = _reference(s, case, x86_elsewhere)
+    host, reference = _reference(s, case, result.compared_with_host)
     y = s.source.labels(case, s.source.compat_examples)
     row.arm_accuracy = float(np.mean(result.outputs.argmax(1) == y))
     if host is not None:
@@ -102,7 +54,7 @@ def _fill_row(s, case: Case, result: DeviceRun, x86_elsewhere: bool) -> None:
         result.reference = reference
         row.arm_max_abs_diff, row.arm_reference = result.max_abs_diff, reference
         row.x86_accuracy_sample = float(np.mean(host.argmax(1) == y))
-    elif s.source.kind == "export":
+    elif s.source.holds_references:
         row.notes.append(f"compat: outputs from this host, not the {s.device}: the export's x86 reference is not "
                          "compared on a host of its own arch")
 
@@ -119,13 +71,18 @@ def _reference(s, case: Case, x86_elsewhere: bool) -> tuple[np.ndarray | None, s
     if not x86_elsewhere:
         return None, None
     res = s.require_host_run(case)
-    rt, version = s.host_runtime
+    rt, version = s.side.here_runtime()
     return res.outputs, f"x86 on this host ({platform.machine()}, {rt} {version})"
 
 
 def check(s, case: Case) -> DeviceRun:
     """device_run with the outcome rule: a refusal is an xfail where expected; a crash expected of the device's ARM
-    build that this host's build does not reproduce says nothing (skip)."""
+    build that this host's build does not reproduce says nothing (skip); so does this host's other runtime where the
+    device's cannot run here (no QEMU): its verdict would be taken for the device's."""
+    unchecked = s.side.unchecked_runtime()
+    if unchecked:
+        s.row(case).notes.append(f"compat: not checked ({s.profile.runtime} cannot run here)")
+        pytest.skip(f"{case.id}: {unchecked}")
     result = device_run(s, case)
     refusal = s.device_refusal(case)
     if not result.loads:
@@ -146,9 +103,7 @@ def device_must_load(s, case: Case) -> None:
     """Where this host times another runtime than the device's (no tflite-runtime here for a Pi 3), a mode the device
     cannot load is not timed: its emulated verdict decides (xfail where the refusal is expected). Without emulation
     the host's figure is kept and the row says the runtimes differ."""
-    if s.side.identity is not None or s.source.kind == "export" or not s.side.runtime_note:
-        return
-    if not s.side.compat_target()[2]:
+    if not s.side.runtime_note or not s.side.emulates:
         return
     verdict = device_run(s, case)
     if not verdict.loads:

@@ -21,11 +21,9 @@ SAMPLE_LARGE = 50
 
 def timed(s, case: Case, benchmark):
     """(the Accuracy of the timed evaluation, the tweets it had to cover); skips where evaluation is not this device's."""
-    if s.side.identity is not None:
-        pytest.skip(f"evaluation runs on this host, not on the --remote {s.device}: not timed as a device figure")
-    if not s.side.on_device:
-        pytest.skip(f"evaluation runs on the host, not the {s.device}: its throughput is recorded by the desktop run "
-                    "(or on the device itself)")
+    elsewhere = s.side.evaluation_elsewhere()
+    if elsewhere:
+        pytest.skip(elsewhere)
     art = s.artifact(case)
     if not art.manifest.get("trained"):
         pytest.skip(f"{case.model} is a random init: never evaluated for accuracy, so evaluation is not timed")

@@ -52,8 +52,7 @@ def memory(s, case: Case) -> Memory:
     peak = int(res.peak_rss_bytes or 0)
     m = Memory(peak, budget, res.error is None and peak <= budget, stopped, res.error, runtime, version)
     row.peak_rss_bytes, row.memory_budget_bytes, row.fits = m.peak_rss_bytes, m.budget_bytes, m.fits
-    if side.identity is not None:
-        row.notes.append(f"memory {ident.label}")
-    elif not side.on_device:
-        row.notes.append(f"memory: host RSS ({runtime} {version}) vs {s.device} budget")
+    note = side.figure_note("memory", ident, f"{runtime} {version}")
+    if note:
+        row.notes.append(note)
     return m

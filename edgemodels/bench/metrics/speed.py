@@ -80,8 +80,9 @@ def throughput(s, case: Case, benchmark) -> Projection:
     row.inferences_per_s, row.method, row.threads = proj.value, proj.method, res.threads
     row.p50_ms, row.p90_ms, row.p99_ms = (1e3 * v * scale for v in (stats.p50_s, stats.p90_s, stats.p99_s))
     row.runtime, row.runtime_version = res.identity.runtime, res.identity.runtime_version
-    if side.identity is not None:
-        row.notes.append(f"throughput {res.identity.label}")
+    note = side.figure_note("throughput", res.identity, f"{row.runtime} {row.runtime_version}")
+    if note:
+        row.notes.append(note)
     if gate is not None:
         _decide(s, case, row, gate, res.gate)
     benchmark.extra_info.update(device=s.device, method=proj.method, basis=proj.basis, threads=res.threads,
@@ -106,7 +107,7 @@ def _gate_request(s, case: Case, art) -> _Gate | None:
     from edgemodels.store.cache import Key
     from edgemodels.store.keys import code_identity
 
-    if s.side.identity is not None and s.side.identity.emulated:
+    if s.side.method == "emulated":  # a remote under an emulator: never timed
         return None
     baseline = (s.gate_baselines or {}).get((case.model, case.quant, case.seq_label))
     from edgemodels.report.gate import gate_machine_id
@@ -117,7 +118,7 @@ def _gate_request(s, case: Case, art) -> _Gate | None:
     settings = speedgate.settings_for(s.scale.name)
     key = reused = None
     share = os.environ.get(GATE_SHARE_ENV)
-    if share and s.side.identity is None and s.source.kind == "built":  # this host, runs told to share the timing
+    if share and s.side.shares_gate and s.source.store is not None:  # this host, runs told to share the timing
         key = Key("gate", case.id, {
             "artifact": art.manifest["key"]["digest"], "runtime": [s.side.runtime, s.side.runtime_version],
             "threads": speedgate.GATE_THREADS, "yardstick": speedgate.yardstick.SHA256, "machine": machine,
@@ -143,8 +144,9 @@ def _decide(s, case: Case, row, gate: _Gate, timed: dict | None) -> None:
     digest_json = gate.reused if gate.reused is not None else timed
     if digest_json is None:
         return
-    if gate.reused is None and gate.key is not None:
-        s.source.store.memo_json(gate.key, lambda: digest_json)
+    if gate.reused is None:
+        if gate.key is not None:  # shared: later runs of this file reuse it
+            s.source.store.memo_json(gate.key, lambda: digest_json)
     else:
         row.notes.append(f"throughput gate: this machine's 1-thread digest of the same file, timed by an earlier run "
                          f"sharing {GATE_SHARE_ENV}={os.environ.get(GATE_SHARE_ENV)} (reused)")
@@ -154,12 +156,9 @@ def _decide(s, case: Case, row, gate: _Gate, timed: dict | None) -> None:
     try:
         verdict = speedgate.compare(speedgate.Digest.from_json(digest_json),
                                     speedgate.Digest.from_json(gate.baseline[0], where="baseline digest"), **gate.args)
-    except speedgate.Incomparable as exc:
-        row.throughput_decision = {"decision": "inconclusive", "ratio": float("nan"), "low": float("nan"),
+    except speedgate.Incomparable as exc:  # another yardstick or thread count: no verdict, and never a pass
+        row.throughput_decision = {"decision": "incomparable", "ratio": float("nan"), "low": float("nan"),
                                    "high": float("nan"), "limit": 1 - s.gate_threshold, "basis": str(exc),
                                    "confidence": speedgate.CONFIDENCE, "notes": []}
         return
-    row.throughput_decision = {"decision": verdict.decision, "ratio": verdict.ratio, "low": verdict.low,
-                               "high": verdict.high, "limit": verdict.limit, "basis": verdict.basis,
-                               "confidence": verdict.confidence, "absolute_ratio": verdict.absolute_ratio,
-                               "notes": list(verdict.notes)}
+    row.throughput_decision = verdict.to_json()

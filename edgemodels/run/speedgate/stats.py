@@ -265,6 +265,12 @@ class Verdict:
     def conclusive(self) -> bool:
         return self.decision != INCONCLUSIVE
 
+    def to_json(self) -> dict:
+        """As a bench row's throughput_decision holds it."""
+        return {"decision": self.decision, "ratio": self.ratio, "low": self.low, "high": self.high,
+                "limit": self.limit, "basis": self.basis, "confidence": self.confidence,
+                "absolute_ratio": self.absolute_ratio, "notes": list(self.notes)}
+
     def describe(self) -> str:
         pct = (self.ratio - 1.0) * 100.0
         return (f"{self.decision}: relative speed {self.ratio:.3f}x of the baseline ({pct:+.1f} %), "

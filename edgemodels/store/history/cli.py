@@ -217,7 +217,7 @@ def cmd_compare(args) -> int:
     if ids:
         with History(args.history) as h:
             for i, run_id in ids:
-                sides[i] = results_of_run(h.run(run_id), h.rows_of(run_id))
+                sides[i] = results_of_run(h.run(run_id), h.rows_of(run_id), h.machines([run_id]).get(run_id))
     a, b = sides
     assert a is not None and b is not None
     deltas = compare(a, b, metrics=_metrics(args.metric) if args.metric else None)

@@ -47,6 +47,7 @@ class Side:
     digests: tuple[dict, ...] = ()
     machine_id: str | None = None
     method: str | None = None
+    mode: str | None = None  # the row's quantization mode: across machines, its cross-CPU spread widens the limit
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,27 @@ class Results:
     machine_id: str | None
     method: str | None
     rows: list[dict] = field(default_factory=list)
+    figures_machine_id: str | None = None
+    """Whose speed its throughput digests are, where not machine_id's (a --remote board's: report.gate_machine_id)."""
+
+    @property
+    def figures_id(self) -> str | None:
+        return self.figures_machine_id or self.machine_id
 
 
-def results_of_run(info: RunInfo, rows: list[dict]) -> Results:
-    return Results(f"run {info.id}", run_summary(info), info.machine_id, info.method, rows)
+def results_of_run(info: RunInfo, rows: list[dict], machine: dict | None = None) -> Results:
+    """A recorded run; machine: its recorded machine section, which names a --remote board's figures."""
+    return Results(f"run {info.id}", run_summary(info), info.machine_id, info.method, rows,
+                   _figures_id({"machine_id": info.machine_id, **(machine or {})}))
+
+
+def _figures_id(machine: dict) -> str | None:
+    """Whose speed the throughput digests are where not this machine_id's: a --remote board's (gate_machine_id)."""
+    if not (machine.get("remote") and machine.get("machine_id")):
+        return None
+    from edgemodels.report.gate import gate_machine_id
+
+    return gate_machine_id(machine)
 
 
 def results_of_file(path: Path) -> Results:
@@ -102,7 +120,7 @@ def results_of_file(path: Path) -> Results:
         made = f"{_utc(datetime.fromisoformat(made)):%Y-%m-%d %H:%M} UTC"
     summary = (f"{doc['device']} {m.get('placement') or ''}, {m.get('scale') or '?'}, {m.get('data') or '?'}, "
                f"{m.get('machine_id') or '?'}, {made}")
-    return Results(str(path), summary, m.get("machine_id"), m.get("placement"), doc["rows"])
+    return Results(str(path), summary, m.get("machine_id"), m.get("placement"), doc["rows"], _figures_id(m))
 
 
 def run_summary(info: RunInfo) -> str:
@@ -158,7 +176,8 @@ def compare(a: Results, b: Results, *, metrics: list[str] | None = None,
 
 def _side(value: float, row: dict, res: Results, metric: str) -> Side:
     digest = throughput_digest(row) if metric == "inferences_per_s" else None
-    return Side((value,), (digest,) if digest else (), res.machine_id, row.get("method") or res.method)
+    return Side((value,), (digest,) if digest else (), res.figures_id if digest else res.machine_id,
+                row.get("method") or res.method, row.get("mode"))
 
 
 def _key_order(key: tuple[str, str, str]) -> tuple:

@@ -295,6 +295,17 @@ class History:
             found = [RunInfo.of(m) for m in conn.execute(q).mappings()]
         return found[::-1]
 
+    def machines(self, run_ids: list[int]) -> dict[int, dict]:
+        """The recorded machine section (report.json's) of each run."""
+        from sqlalchemy import select
+
+        if not run_ids or not self._readable():
+            return {}
+        with self._connect(write=False) as conn:
+            found = conn.execute(select(self.runs_t.c.id, self.runs_t.c.machine)
+                                 .where(self.runs_t.c.id.in_(run_ids))).all()
+        return {i: (m if isinstance(m, dict) else {}) for i, m in found}
+
     def run(self, run_id: int) -> RunInfo:
         from sqlalchemy import select
 
@@ -331,14 +342,19 @@ class History:
         return out
 
     def baseline(self, machine_id: str, device: str, scale: str | None, data_kind: str | None, n: int, *,
-                 method: str | None = None,
+                 method: str | None = None, accept: Callable[[dict], bool] | None = None,
                  pool: Callable[[list[dict]], Any] = pool_digests) -> HistoryBaseline:
         """The last `n` runs on `machine_id` for this device, scale and data: per row every numeric metric's values
-        (oldest first) and the throughput digests, pooled by `pool` so their spread can set the gate's interval."""
+        (oldest first) and the throughput digests, pooled by `pool` so their spread can set the gate's interval.
+        accept: keep only runs whose recorded machine section it accepts (a --remote run: the same board's)."""
         if n < 1:
             raise HistoryError(f"history:{n}: the number of earlier runs must be at least 1")
-        chosen = self.runs(RunFilter(device=device, machine_id=machine_id, scale=scale, data_kind=data_kind,
-                                     method=method, last=n))
+        filt = RunFilter(device=device, machine_id=machine_id, scale=scale, data_kind=data_kind, method=method,
+                         last=None if accept else n)
+        chosen = self.runs(filt)
+        if accept is not None:
+            machines = self.machines([r.id for r in chosen])
+            chosen = [r for r in chosen if accept(machines.get(r.id) or {})][-n:]
         by_run = self.rows_of_runs([r.id for r in chosen])
         acc: dict[tuple[str, str, str], dict[str, Any]] = {}
         for run in chosen:

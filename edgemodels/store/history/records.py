@@ -174,6 +174,8 @@ def throughput_digest(row: Mapping[str, Any]) -> dict | None:
 def decision_of(row: Mapping[str, Any]) -> str | None:
     """The speed gate's decision recorded in a row: its own field, else the digest's "decision"."""
     d = row.get(DECISION_FIELD)
+    if isinstance(d, Mapping):  # the bench's row holds the whole verdict: its ratio, interval and decision
+        d = d.get("decision")
     if d is None:
         d = (throughput_digest(row) or {}).get("decision")
     return str(d) if d is not None else None

@@ -19,7 +19,8 @@ from edgemodels import cli, devices
 from edgemodels.study import matrix as suite
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = (REPO / "README.md", REPO / "docs" / "results.md", REPO / "docs" / "history.md", REPO / "docs" / "lab.md")
+DOCS = (REPO / "README.md", *(REPO / "docs" / f"{page}.md" for page in (
+    "reference", "pi", "gating", "architecture", "limitations", "results", "history", "lab")))
 
 
 def _commands(prefix: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Expected outcomes as data (edgemodels/expected.py): matching rules, the built-in records, the collection-time
+"""Expected outcomes as data (edgemodels/study/expected.py): matching rules, the built-in records, the collection-time
 strict xfail markers and the conftest hook that adds records (issue 11)."""
 
 import os
@@ -135,7 +135,7 @@ def test_builtin_records_are_the_measured_ones():
 def test_marker_reason_is_one_line_and_says_what_to_do_when_it_stops():
     rec = BUILTIN.for_test("test_drop_vs_fp32", data="builtin", scale="ci", model="minilm-l6", mode="int8")
     why = BUILTIN.marker_reason(rec, "test_drop_vs_fp32")
-    assert "\n" not in why and "-15.3" in why and "edgemodels/expected.py" in why
+    assert "\n" not in why and "-15.3" in why and "edgemodels/study/expected.py" in why
     assert "model=minilm-l6 mode=int8" in why
     # The record covers two tests: the fix for this one is to drop it from the record, not to delete the record.
     assert "drop test_drop_vs_fp32 from the tests of the record" in why and "remove the record" not in why

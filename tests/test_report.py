@@ -354,7 +354,7 @@ def test_throughput_without_a_digest_on_one_side_fails_naming_it(tmp_path):
 
 
 def test_the_verdict_across_machines_uses_the_modes_spread():
-    """Across machines the limit is lowered by the mode's measured cross-CPU spread (drq 0.10), not the unmeasured
+    """Across machines the limit is lowered by the mode's measured cross-CPU spread (drq 0.25), not other modes'
     default: `compare` and history decide as the bench does."""
     from edgemodels.report.gate import decide
     from edgemodels.run import speedgate
@@ -364,9 +364,9 @@ def test_the_verdict_across_machines_uses_the_modes_spread():
     base = Side((10.0,), (gate_digest(1.0),), "machine-a", "measured", "drq")
     cur = Side((9.0,), (gate_digest(0.85),), "machine-b", "measured", "drq")
     d = decide("inferences_per_s", base, cur)
-    assert "measured for drq" in d.why and f"x {1 - speedgate.cross_machine_spread('drq')[0]:.2f}" in d.why, d.why
+    assert "drq's shift" in d.why and f"x {1 - speedgate.cross_machine_spread('drq')[0]:.2f}" in d.why, d.why
     unmeasured = decide("inferences_per_s", base, Side((9.0,), cur.digests, "machine-b", "measured", "qat-int7"))
-    assert "not measured for qat-int7" in unmeasured.why
+    assert "qat-int7: the float and int8 files' shift" in unmeasured.why
 
 
 def test_custom_thresholds(tmp_path):

@@ -123,10 +123,10 @@ def test_cross_machine_lowers_the_limit_and_says_so():
 
 
 def test_cross_machine_spread_per_mode_says_what_it_rests_on():
-    assert speedgate.cross_machine_spread("drq") == (0.10, "measured for drq on two x86 CPU types")
+    assert speedgate.cross_machine_spread("drq") == (0.25, "drq's shift between two x86 CPU types, rounded up")
     spread, basis = speedgate.cross_machine_spread("w4")
     assert spread == speedgate.UNMEASURED_SPREAD >= max(speedgate.CROSS_MACHINE_SPREAD.values())
-    assert basis == "not measured for w4: the widest measured"
+    assert basis == "w4: the float and int8 files' shift between two x86 CPU types, rounded up"
 
 
 def test_other_yardstick_or_thread_count_is_refused():

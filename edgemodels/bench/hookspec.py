@@ -50,7 +50,7 @@ def pytest_edgemodels_add_model_sources():
 
 @hookspec
 def pytest_edgemodels_add_expected_outcomes():
-    """Return `edgemodels.study.expected.Expected` records, merged with the built-in ones (edgemodels/expected.py).
+    """Return `edgemodels.study.expected.Expected` records, merged with the built-in ones (edgemodels/study/expected.py).
 
     Records of kind "loss", "claim-miss" or "strict-miss" name their test function(s) in `tests` and become strict
     xfail markers on the bench tests they match at collection (only a failing assertion is the expected outcome);

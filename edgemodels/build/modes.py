@@ -31,7 +31,7 @@ class ConverterOptions:
 
 @dataclass(frozen=True)
 class QuantizerRecipe:
-    """ai-edge-quantizer weight-only recipe applied to the .tflite of mode `source` (edgemodels/quantize.py)."""
+    """ai-edge-quantizer weight-only recipe applied to the .tflite of mode `source` (edgemodels/build/quantize.py)."""
 
     bits: int
     granularity: str = "CHANNELWISE"  # ai_edge_quantizer.qtyping.QuantGranularity member name
@@ -66,7 +66,7 @@ class QuantMode:
     recipe: QuantizerRecipe | None = None  # ai-edge-quantizer applied to mode `source`'s .tflite
     source: str | None = None  # for a recipe: the mode whose .tflite is quantized
     prune_min_count: int = 0  # >0: the vocabulary is first pruned to the training split's pieces used at least this
-    # often (edgemodels/prune.py); 0: not pruned
+    # often (edgemodels/build/prune.py); 0: not pruned
     calibration: bool = False  # needs a representative set drawn from the training split
     drop_tolerance_pts: float = 0.0  # accuracy drop allowed vs the same model's fp32 (points)
     arm_diff_tolerance: float = 1e-4  # max |ARM - x86| logits of the same file, x max(1, largest |x86 logit|)

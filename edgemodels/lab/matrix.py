@@ -3,7 +3,7 @@
 Why a pytest option rather than a new CLI command: the run is `pytest bench/` with every option a user already
 passes (-k, --scale, --models, --modes, --device, --remote-python, ...), and those options reach each board
 unchanged; a CLI command would have to re-declare or forward them. The option only replaces pytest's main loop
-(pytest_cmdline_main in edgemodels.labplugin): the workstation runs, as child processes,
+(pytest_cmdline_main in edgemodels.lab.plugin): the workstation runs, as child processes,
 
 1. one build pass: the same bench, minus the timed, memory and on-device suites, with no place locked, so every
    artifact is built (and every accuracy memoised) once, through the cache, while no board is held idle;

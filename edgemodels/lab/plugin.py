@@ -2,7 +2,7 @@
 `--lg-coordinator`. `--remote labgrid://PLACE` itself is handled where the bench plugin builds its --remote target
 (edgemodels.lab.places.remote_target); `--lab` replaces pytest's main loop with edgemodels.lab.matrix.
 
-Enabled by the repository's root conftest.py beside edgemodels.plugin; labgrid is imported only when a place is used.
+Enabled by the repository's root conftest.py beside edgemodels.bench.plugin; labgrid is imported only when a place is used.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def strict_ratio(ratio: float, case_id: str, size: int, budget: int, acc, ref_id
              f"{ref_acc.accuracy:.4f} (Δ {0.0 - drop:+.2f} pt, n={acc.n}){left_out}",
         definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
                    "of the large reference's fp32 accuracy, among those the device's runtime is not known to refuse "
-                   "(edgemodels/expected.py); its loading is checked by test_compat",
+                   "(edgemodels/study/expected.py); its loading is checked by test_compat",
         holds=ratio >= criteria.STRICT_RATIO, caveat=why_untested)
 
 

@@ -15,7 +15,7 @@ tables sat in four places. Two ways a record is applied:
 
 Refusal records are not written here: one record per mode stays the source (`edgemodels.build.modes.Refusal`), turned
 into `Expected` records by `refusals_from_modes()`. A conftest.py adds records of any kind through the hook
-`pytest_edgemodels_add_expected_outcomes` (edgemodels/hookspec.py); the bench session holds them in an `Outcomes`.
+`pytest_edgemodels_add_expected_outcomes` (edgemodels/bench/hookspec.py); the bench session holds them in an `Outcomes`.
 Pure data: imports no TensorFlow and no pytest.
 """
 
@@ -213,7 +213,7 @@ class Outcomes:
         """The xfail reason: the record's kind and figure, and what to do when it stops happening for `test`
         (one line). A record may cover several tests: only this one's name comes out of it."""
         where = ("a conftest.py's pytest_edgemodels_add_expected_outcomes" if record in self.added
-                 else "edgemodels/expected.py")
+                 else "edgemodels/study/expected.py")
         fix = (f"drop {test} from the tests of the record {record.describe()}" if len(record.tests) > 1
                else f"remove the record {record.describe()}")
         if not record.strict:

@@ -24,25 +24,21 @@ from edgemodels.run.speedgate.stats import (CONFIDENCE, INCONCLUSIVE, PASS, REGR
                                         Incomparable, Load, Verdict, compare)
 from edgemodels.run.speedgate.timer import GATE_THREADS, SCALE_SETTINGS, Settings, settings_for, time_case
 
-CROSS_MACHINE_SPREAD: Mapping[str, float] = MappingProxyType({"drq": 0.10, "drq-compat": 0.10, "fp32": 0.35,
-                                                             "fp16": 0.35})
-"""How far an unchanged file's yardstick-relative speed may move between CPU types, per mode (0.10 = 10 %): a
-comparison with a baseline from another machine lowers its limit by this much. It rests on two x86 CPU types only
-(the Intel Xeon and AMD EPYC VMs this project ran on), MiniLM-L6 and MobileBERT files at 2 threads relative to
-MiniLM-L6 drq (the yardstick's shape): int8-weight modes moved a few percent between them, float modes about a
-quarter (int8 and float kernels scale differently across CPUs); each figure is about twice the largest shift
-measured (docs/results.md, issue 25). Not measured: other modes (UNMEASURED_SPREAD), the 1-thread figure across
-CPUs, any ARM CPU: give a Pi its own baseline."""
+CROSS_MACHINE_SPREAD: Mapping[str, float] = MappingProxyType({"drq": 0.25, "drq-compat": 0.25})
+"""How far an unchanged file's yardstick-relative speed may move between CPU types, per mode (0.25 = 25 %): a
+comparison with a baseline from another machine lowers its limit by this much. Int8-weight kernels scale across CPUs
+much like the yardstick's own, float and int8-activation kernels do not; weak evidence (two x86 CPUs, 2 threads,
+unrecorded load) rounded up (docs/measurements.md#cross-cpu-spread)."""
 
-UNMEASURED_SPREAD = 0.35
-"""For a mode without a measured cross-CPU figure: the widest of the measured ones."""
+UNMEASURED_SPREAD = 0.45
+"""Every other mode's tolerance: float and int8 files moved up to 40 % (docs/measurements.md#cross-cpu-spread)."""
 
 
 def cross_machine_spread(mode: str) -> tuple[float, str]:
     """The tolerance for `mode` across CPU types, and what it rests on (for the verdict's label)."""
     if mode in CROSS_MACHINE_SPREAD:
-        return CROSS_MACHINE_SPREAD[mode], f"measured for {mode} on two x86 CPU types"
-    return UNMEASURED_SPREAD, f"not measured for {mode}: the widest measured"
+        return CROSS_MACHINE_SPREAD[mode], f"{mode}'s shift between two x86 CPU types, rounded up"
+    return UNMEASURED_SPREAD, f"{mode}: the float and int8 files' shift between two x86 CPU types, rounded up"
 
 
 def compare_args(*, threshold: float = 0.10, same_machine: bool = True, mode: str | None = None) -> dict:

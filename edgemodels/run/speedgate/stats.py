@@ -311,7 +311,7 @@ def compare(current: Digest, baseline: Digest, *, threshold: float = 0.10, same_
 
     Regression when the whole interval of current/baseline lies below the limit 1 - threshold; pass when it
     lies wholly above; inconclusive otherwise. Across machines the limit is lowered by the cross-CPU spread of
-    relative speeds (cross_machine_spread, e.g. 0.10 = an unchanged file's relative speed moves by up to 10 %
+    relative speeds (cross_machine_spread, e.g. 0.25 = an unchanged file's relative speed moves by up to 25 %
     between CPU types; spread_basis: what that figure rests on), and the verdict says so.
     """
     if not 0.0 < threshold < 1.0:

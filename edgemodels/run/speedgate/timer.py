@@ -10,7 +10,7 @@ on each model's graph, so neither the absolute figure nor the ratio to a yardsti
 scheduling makes `nice` useless against other sessions' processes; SCHED_RR is not subject to it. Where the kernel
 refuses (no root or CAP_SYS_NICE, not Linux), the loop runs at normal priority and the digest says so. The
 kernel's real-time throttling (sched_rt_runtime_us, 95 % by default) keeps the rest of the machine alive.
-Figures behind these choices: docs/results.md (issue 25) and scripts/speed-study, which reproduces them.
+Figures behind these choices: docs/measurements.md#gate-trials, made with scripts/speed-study, which reproduces them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`python -m edgemodels history` (a table and a trend plot of recorded runs) and `compare A B` (deltas, decisions).
 
-Registered into edgemodels/cli.py by `add_parsers`; the work is in .db (the store) and .compare (deltas and the
+Registered into edgemodels/cli/__init__.py by `add_parsers`; the work is in .db (the store) and .compare (deltas and the
 pluggable decision).
 """
 
@@ -228,7 +228,7 @@ def cmd_compare(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Registration (edgemodels/cli.py calls this)
+# Registration (edgemodels/cli/__init__.py calls this)
 # --------------------------------------------------------------------------------------------------
 
 

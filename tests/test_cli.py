@@ -278,9 +278,9 @@ def test_val_fraction_reaches_the_build(monkeypatch, tiny_csv, tmp_path):
     assert seen["req"].val_fraction == 0.25
 
 
-def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_path):
-    """Why: T and alpha could only be changed in Python (train.DistillConfig); they are part of the student's key."""
-    from edgemodels.build import pipeline, train
+def _capture_builds(monkeypatch) -> list:
+    """The build requests the CLI makes, each stopped with a user error ("stop here") before any work."""
+    from edgemodels.build import pipeline
 
     seen = []
 
@@ -290,6 +290,14 @@ def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_pat
 
     monkeypatch.setattr(pipeline, "build", capture)
     monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
+    return seen
+
+
+def test_distillation_temperature_and_alpha_reach_the_build(monkeypatch, tmp_path):
+    """Why: T and alpha could only be changed in Python (train.DistillConfig); they are part of the student's key."""
+    from edgemodels.build import train
+
+    seen = _capture_builds(monkeypatch)
     base = ["build", "--model", "tiny-bert-kd", "--quant", "fp32", "--cache", str(tmp_path)]
     _assert_user_error([*base, "--kd-temperature", "4", "--kd-alpha", "0.25"], "stop here")
     _assert_user_error([*base, "--kd-alpha", "0"], "stop here")
@@ -482,17 +490,9 @@ def test_training_options_for_an_untrained_random_init_are_refused_not_ignored(t
 
 
 def test_scale_smoke_trains_a_random_init_from_scratch(tiny_csv, tmp_path, monkeypatch):
-    from edgemodels.build import pipeline
     from edgemodels.study import matrix as suite
 
-    seen = []
-
-    def capture(req, store):
-        seen.append(req)
-        raise CacheError("stop here")
-
-    monkeypatch.setattr(pipeline, "build", capture)
-    monkeypatch.setattr(cli_common, "quiet_tf", lambda *a, **k: None)
+    seen = _capture_builds(monkeypatch)
     _assert_user_error(["build", "--model", "tiny-bert", "--quant", "drq", "--scale", "smoke", "--epochs", "1",
                         "--data", f"csv:{tiny_csv}", "--cache", str(tmp_path)], "stop here")
     req = seen[0]

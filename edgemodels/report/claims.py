@@ -6,13 +6,12 @@ figures over; `python -m edgemodels claims` merges the rows of several runs. No 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edgemodels.report.rows import Claim, ReportError, Row
+from edgemodels.report.rows import Claim, ReportError, Row, read_report
 from edgemodels.study import criteria
 from edgemodels.study.criteria import drop_pts
 from edgemodels.study.matrix import Case
@@ -97,17 +96,7 @@ def speed(rows: Iterable[Row], device: str, target_per_s: float) -> Claim | None
 
 def load_claims(path: Path) -> tuple[str, str, list[Claim]]:
     """(device, created, claims) of one bench run's report.json (or of the directory holding it)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "report.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file (give a bench --report-dir or its report.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: not a readable report.json: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ReportError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    path, doc = read_report(path)
     for name, kind in (("device", str), ("created", str), ("claims", list)):
         if not isinstance(doc.get(name), kind):
             raise ReportError(f"{path}: field {name!r} missing or not a {kind.__name__}")

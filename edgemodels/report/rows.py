@@ -250,6 +250,21 @@ class ReportError(EdgeModelsError, ValueError):
     """A report.json that cannot be read back (names the file and the field)."""
 
 
+def read_report(path: str | Path) -> tuple[Path, dict]:
+    """(the file, its JSON object) of one bench run's report.json, or of the --report-dir holding it."""
+    p = Path(path)
+    p = p / "report.json" if p.is_dir() else p
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{p}: no such file; pass a bench report.json or the --report-dir that holds it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{p}: not a readable report.json ({exc}); pass one written by `pytest bench/`") from None
+    if not isinstance(doc, dict):
+        raise ReportError(f"{p}: expected a JSON object, got {type(doc).__name__}")
+    return p, doc
+
+
 def json_safe(obj: Any) -> Any:
     """NaN/inf -> None (JSON has no NaN), Paths -> str, tuples -> lists."""
     if isinstance(obj, float):

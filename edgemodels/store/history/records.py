@@ -7,7 +7,6 @@ Split from .db (the store) to keep each module small; the package (edgemodels.st
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import socket
@@ -193,14 +192,12 @@ def pool_digests(digests: list[dict]) -> dict | None:
 
 def load_report(path: str | os.PathLike) -> dict:
     """A report.json (or the --report-dir holding one), checked enough to be recorded or compared."""
-    p = Path(path)
-    p = p / "report.json" if p.is_dir() else p
+    from edgemodels.report.rows import ReportError, read_report
+
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HistoryError(f"{p}: no such file; pass a bench report.json or the --report-dir that holds it") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HistoryError(f"{p}: not a readable report.json ({exc}); pass one written by `pytest bench/`") from None
+        p, doc = read_report(path)
+    except ReportError as exc:
+        raise HistoryError(str(exc)) from None
     _check_doc(doc, str(p))
     return doc
 

@@ -695,6 +695,7 @@ def test_the_speed_gate_on_a_remote_passes_an_unchanged_file_and_fails_a_slower_
                              f'exec {device_python} {tmp_path / "slower.py"} 1.25 "$@"')
     slow = _bench_remote(sshd, slower, tmp_path / "slow", *args, "--baseline-compare", cache=bench_cache)
     assert slow.returncode == 1, slow.stdout[-3000:]
-    assert "regression" in slow.stdout and "throughput" in slow.stdout and "relative speed 0.8" in slow.stdout
+    assert "regression" in slow.stdout and "throughput" in slow.stdout and "relative speed 0.8" in slow.stdout, \
+        slow.stdout[-4000:]
     verdict = json.loads((tmp_path / "slow" / "report" / "report.json").read_text())["rows"][0]["throughput_decision"]
     assert verdict["decision"] == "regression" and 0.7 < verdict["ratio"] < 0.86 and verdict["high"] < 0.9

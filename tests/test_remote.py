@@ -679,7 +679,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 def test_the_speed_gate_on_a_remote_passes_an_unchanged_file_and_fails_a_slower_one(sshd, device_python, tmp_path,
                                                                                       bench_cache):
     """The throughput gate end to end over SSH: the remote times the file against the yardstick itself; the same file
-    compared with its own baseline passes, and the same file made 1.25x slower on the remote (only its inferences,
+    compared with its own baseline passes, and the same file made 2x slower on the remote (only its inferences,
     not the yardstick's) is a regression naming throughput, its ratio and interval."""
     args = ("--device=native", "--modes=drq", "-k", "throughput and 64", f"--baseline-dir={tmp_path / 'base'}",
             "--baseline-metrics=throughput", "--history=off")
@@ -692,10 +692,10 @@ def test_the_speed_gate_on_a_remote_passes_an_unchanged_file_and_fails_a_slower_
     assert not any("reused" in n for n in row["notes"]), row["notes"]  # timed on the remote now, not shared
     (tmp_path / "slower.py").write_text(SLOWER_CASE)
     slower = _worker_wrapper(tmp_path / "python-slower", device_python,
-                             f'exec {device_python} {tmp_path / "slower.py"} 1.25 "$@"')
+                             f'exec {device_python} {tmp_path / "slower.py"} 2.0 "$@"')
     slow = _bench_remote(sshd, slower, tmp_path / "slow", *args, "--baseline-compare", cache=bench_cache)
     assert slow.returncode == 1, slow.stdout[-3000:]
-    assert "regression" in slow.stdout and "throughput" in slow.stdout and "relative speed 0.8" in slow.stdout, \
+    assert "regression" in slow.stdout and "throughput" in slow.stdout and "relative speed 0." in slow.stdout, \
         slow.stdout[-4000:]
     verdict = json.loads((tmp_path / "slow" / "report" / "report.json").read_text())["rows"][0]["throughput_decision"]
-    assert verdict["decision"] == "regression" and 0.7 < verdict["ratio"] < 0.86 and verdict["high"] < 0.9
+    assert verdict["decision"] == "regression" and 0.3 < verdict["ratio"] < 0.75 and verdict["high"] < 0.9

@@ -281,6 +281,40 @@ def test_real_interpreter_unchanged_passes_and_injected_slowdown_is_detected():
         gate(run, yard, threads=2, settings=settings, baseline=baseline)
 
 
+def test_a_case_slower_than_the_cap_still_gets_min_rounds():
+    # CI 2026-12-06: BERT-Large fp32 stopped by the cap at 8 rounds read 1.011 [0.852, 1.201] unchanged: inconclusive.
+    settings = Settings(target=0.001, cap_s=0.05, min_rounds=10)
+    assert timer.stop_reason(_digest(np.full(8, 1.0)), settings, None, over_cap=True) is None
+    assert timer.stop_reason(_digest(np.full(10, 1.0) + np.arange(10) * 0.01), settings, None, over_cap=True) == "cap"
+    yard = yardstick.load(num_threads=1)
+    d = timer.time_case(_slowed(yard.run, 0.05), yard.run, yardstick_sha256=yard.sha256, threads=1,
+                        settings=settings, load=False)
+    assert d.rounds == settings.min_rounds and d.stopped == "cap" and d.seconds > settings.cap_s
+
+
+@pytest.mark.parametrize("budget, rest_s", [((950_000, 1_000_000), 2 * 0.05 * 0.05 / 0.95), ((-1, 1_000_000), 0.0),
+                                             ((None, None), 0.0), ((1_000_000, 1_000_000), 0.0)])
+def test_the_loop_rests_under_the_kernels_real_time_budget(monkeypatch, budget, rest_s):
+    monkeypatch.setattr(timer, "_rt_budget", lambda: budget)
+    rest = timer.RtRest(True, every_s=0.05)
+    assert rest.rest_s == pytest.approx(rest_s)
+    assert timer.RtRest(False, every_s=0.05).rest_s == 0.0  # not at real-time priority: nothing to stay under
+    t0 = time.perf_counter()
+    rest.between_rounds()  # not yet due
+    assert time.perf_counter() - t0 < 0.004
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    rest.between_rounds()
+    assert time.perf_counter() - t0 >= rest_s
+
+
+def test_the_kernels_real_time_budget_is_read_where_linux_has_one():
+    runtime, period = timer._rt_budget()
+    if not Path("/proc/sys/kernel/sched_rt_period_us").exists():
+        pytest.skip("no /proc/sys/kernel/sched_rt_*: not Linux, or no real-time group scheduling")
+    assert period > 0 and (runtime == -1 or 0 < runtime <= period)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="no SCHED_RR on this system")
 def test_realtime_priority_is_restored_or_refused_with_a_reason():
     with timer.realtime_priority() as prio:

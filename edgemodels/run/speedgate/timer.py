@@ -210,7 +210,6 @@ def _rt_budget() -> tuple[int | None, int | None]:
     return values[0], values[1]
 
 
-
 def _timed(fn: Call, k: int) -> float:
     t0 = time.perf_counter()
     for _ in range(k):
@@ -285,7 +284,7 @@ def time_case(case: Call, yardstick: Call, *, yardstick_sha256: str, threads: in
                 on_round(c1, y2)
             n = len(cs)
             over = time.perf_counter() - started >= settings.cap_s
-            if n >= look:
+            if n >= look or (over and n >= settings.min_rounds):
                 look = next_look(n, settings)
                 if monitor:
                     monitor.window()

@@ -370,3 +370,25 @@ def test_the_scripts_package_imports_resolve(script):
                     f"scripts/{script}: from {node.module} import {alias.name} does not resolve"
                 found += 1
     assert found, f"scripts/{script} imports nothing from edgemodels: this test checks nothing there"
+
+
+def test_a_dynamic_length_model_is_gated_on_its_median_length_tweet():
+    from edgemodels.run.targets import GateRequest
+    from edgemodels.run.worker import median_length_feed
+
+    feeds = [{"input_ids": np.zeros((1, n), np.int32), "attention_mask": np.ones((1, n), np.int32)}
+             for n in (40, 12, 33, 57, 21)]
+    assert median_length_feed(feeds)["input_ids"].shape == (1, 33)
+    assert GateRequest(yardstick.PATH, 1, {}, one_length=True).request()["one_length"] is True
+
+
+def test_a_dynamic_length_case_has_its_limit_lowered_by_the_spread_between_processes():
+    base = _digest(np.linspace(0.99, 1.01, 40))
+    cur = _digest(0.85 * np.linspace(0.99, 1.01, 40))
+    plain = compare(cur, base, **speedgate.compare_args())
+    dynamic = compare(cur, base, **speedgate.compare_args(dynamic=True))
+    assert plain.decision == REGRESSION and plain.limit == pytest.approx(0.90)
+    assert dynamic.decision == PASS and dynamic.limit == pytest.approx(0.90 * (1 - speedgate.DYNAMIC_PROCESS_SPREAD))
+    assert "between processes" in dynamic.basis
+    assert compare(_digest(0.7 * np.linspace(0.99, 1.01, 40)), base,
+                   **speedgate.compare_args(dynamic=True)).decision == REGRESSION

@@ -357,7 +357,8 @@ def decide(metric: str, base, cur, thresholds: Thresholds = Thresholds()):
         bd = speedgate.stats.pool([speedgate.Digest.from_json(d) for d in base.digests])
         cd = speedgate.stats.pool([speedgate.Digest.from_json(d) for d in cur.digests])
         v = speedgate.compare(cd, bd, **speedgate.compare_args(
-            threshold=thresholds.throughput_drop, same_machine=base.machine_id == cur.machine_id, mode=cur.mode))
+            threshold=thresholds.throughput_drop, same_machine=base.machine_id == cur.machine_id, mode=cur.mode,
+            dynamic=cur.seq == "dynamic"))
     except (speedgate.Incomparable, speedgate.DigestError) as exc:
         return Decision("not compared", str(exc))
     return Decision(v.decision, v.describe())

@@ -230,6 +230,11 @@ def main(argv: list[str]) -> int:
     return finish()
 
 
+def median_length_feed(feeds: list[dict]) -> dict:
+    """The feed whose sequence length is the median of the feeds' (the upper one of an even count)."""
+    return sorted(feeds, key=lambda f: max(v.shape[-1] for v in f.values()))[len(feeds) // 2]
+
+
 def _gate(gate: dict, model_path: str, runtime_name: str, feeds: list) -> dict:
     """The throughput gate's digest (edgemodels/run/speedgate): the case interleaved with the committed yardstick at
     the gate's thread count, adaptive rounds, real-time priority where allowed; stops early once a baseline's verdict
@@ -240,14 +245,11 @@ def _gate(gate: dict, model_path: str, runtime_name: str, feeds: list) -> dict:
     threads = gate["threads"]
     yard = speedgate.yardstick.load(num_threads=threads, runtime=runtime_name, path=Path(gate["yardstick"]))
     model = runtime.load(model_path, runtime=runtime_name, num_threads=threads)
-    per_call = int(gate.get("inferences_per_call") or 1)
-    if per_call > 1:  # a pass over a fixed set of tweets of their own lengths (dynamic-length models)
-        batch = feeds[:per_call]
-        per_call = len(batch)
+    if gate.get("one_length"):  # a dynamic-length model: one shape, so no resize between calls (GateRequest)
+        feed = median_length_feed(feeds)
 
         def run():
-            for f in batch:
-                model.run(f)
+            model.run(feed)
     else:
         state = {"i": 0}
 
@@ -258,8 +260,7 @@ def _gate(gate: dict, model_path: str, runtime_name: str, feeds: list) -> dict:
     baseline = speedgate.Digest.from_json(gate["baseline"]) if gate.get("baseline") else None
     stop = speedgate.decided(baseline, **gate.get("compare", {}))
     digest = speedgate.time_case(run, yard.run, yardstick_sha256=yard.sha256, threads=threads,
-                                 settings=speedgate.Settings(**gate["settings"]), stop=stop,
-                                 inferences_per_call=per_call)
+                                 settings=speedgate.Settings(**gate["settings"]), stop=stop)
     return digest.to_json()
 
 

@@ -29,10 +29,6 @@ host at 1 thread whatever the device, so those runs time the same thing, and the
 of a file (same file, runtime, code, machine and token), saying so in the row. Unset (the default), every run times
 its own: a digest is never reused across runs a user starts, so a run is never compared with itself."""
 
-DYNAMIC_PASS = 16
-"""Tweets per gate call for a dynamic-length model: one pass over a fixed set, so rounds are even (tweets differ)."""
-
-
 def record_samples(benchmark, samples) -> None:
     """Give pytest-benchmark the worker's samples as this test's timings (one round each, one iteration).
 
@@ -114,7 +110,7 @@ def _gate_request(s, case: Case, art) -> _Gate | None:
 
     machine = gate_machine_id(s.report.machine)
     args = speedgate.compare_args(threshold=s.gate_threshold, same_machine=baseline is None or baseline[1] == machine,
-                                  mode=case.quant)
+                                  mode=case.quant, dynamic=case.seq is None)
     settings = speedgate.settings_for(s.scale.name)
     key = reused = None
     share = os.environ.get(GATE_SHARE_ENV)
@@ -133,7 +129,7 @@ def _gate_request(s, case: Case, art) -> _Gate | None:
     request = None if reused is not None else GateRequest(
         yardstick=speedgate.yardstick.PATH, threads=speedgate.GATE_THREADS, settings=asdict(settings),
         baseline=baseline[0] if baseline else None, compare=args,
-        inferences_per_call=DYNAMIC_PASS if case.seq is None else 1)
+        one_length=case.seq is None)
     return _Gate(request, key, reused, baseline, args)
 
 

@@ -306,13 +306,15 @@ def check_comparable(baseline: Digest, yardstick_sha256: str, threads: int | Non
 
 def compare(current: Digest, baseline: Digest, *, threshold: float = 0.10, same_machine: bool = True,
             cross_machine_spread: float | None = None, spread_basis: str = "measured",
-            confidence: float = CONFIDENCE) -> Verdict:
+            process_spread: float = 0.0, process_basis: str = "", confidence: float = CONFIDENCE) -> Verdict:
     """pass / regression / inconclusive for current against baseline, on the yardstick-relative speed.
 
     Regression when the whole interval of current/baseline lies below the limit 1 - threshold; pass when it
     lies wholly above; inconclusive otherwise. Across machines the limit is lowered by the cross-CPU spread of
     relative speeds (cross_machine_spread, e.g. 0.25 = an unchanged file's relative speed moves by up to 25 %
-    between CPU types; spread_basis: what that figure rests on), and the verdict says so.
+    between CPU types; spread_basis: what that figure rests on), and the verdict says so. process_spread: how far
+    the case's figure moves between processes on one machine beyond what its rounds show (a dynamic-length model);
+    it lowers the limit the same way, said in the basis.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -325,6 +327,10 @@ def compare(current: Digest, baseline: Digest, *, threshold: float = 0.10, same_
         limit *= 1.0 - cross_machine_spread
         basis = (f"cross-machine: limit {1 - threshold:.2f} x {1 - cross_machine_spread:.2f} for a "
                  f"+-{cross_machine_spread:.0%} cross-CPU spread of relative speed ({spread_basis})")
+    if process_spread:
+        limit *= 1.0 - process_spread
+        basis += (f"; limit x {1 - process_spread:.2f} for a +-{process_spread:.0%} spread between processes "
+                  f"({process_basis})")
     ratio, low, high = ratio_interval(current.relative, baseline.relative, confidence, current.confidence)
     if high < limit:
         decision = REGRESSION

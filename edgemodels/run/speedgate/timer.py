@@ -229,8 +229,7 @@ def _warm(fn: Call, seconds: float) -> list[float]:
 
 def time_case(case: Call, yardstick: Call, *, yardstick_sha256: str, threads: int | None,
               settings: Settings = Settings(), stop: Callable[[stats.Digest], bool] | None = None,
-              load: bool = True, on_round: Callable[[float, float], None] | None = None,
-              inferences_per_call: int = 1) -> stats.Digest:
+              load: bool = True, on_round: Callable[[float, float], None] | None = None) -> stats.Digest:
     """Time one case interleaved with the yardstick; returns the digest that report.json keeps.
 
     case, yardstick: zero-argument callables running one inference each, with interpreters loaded at the same
@@ -239,11 +238,7 @@ def time_case(case: Call, yardstick: Call, *, yardstick_sha256: str, threads: in
     both intervals are within settings.target ("target"). Either way it ends at settings.cap_s ("cap"), but
     never before settings.min_rounds.
     on_round(case_s, yardstick_s): sees each round's per-inference times (scripts/speed-study keeps them).
-    inferences_per_call: a case call that runs several inferences (a pass over a dynamic-length sample, whose
-    tweets differ in length and so in time: one call per tweet would make the rounds as uneven as the tweets).
     """
-    if inferences_per_call < 1:
-        raise ValueError(f"inferences_per_call must be >= 1, got {inferences_per_call}")
     started = time.perf_counter()
     monitor = LoadMonitor() if load else None
     case_warm = _warm(case, settings.warmup_s / 2)
@@ -276,7 +271,6 @@ def time_case(case: Call, yardstick: Call, *, yardstick_sha256: str, threads: in
             rest.between_rounds()  # before the case's warm-up block, so the next timed one still runs warm
             if switch_warmup:
                 _timed(case, k_case)
-            c1 /= inferences_per_call
             cs.append(c1)
             ys.append(y2)
             rel.append(y2 / c1)

@@ -48,6 +48,7 @@ class Side:
     machine_id: str | None = None
     method: str | None = None
     mode: str | None = None  # the row's quantization mode: across machines, its cross-CPU spread widens the limit
+    seq: str | None = None  # "dynamic": the spread between processes widens it too
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def compare(a: Results, b: Results, *, metrics: list[str] | None = None,
 def _side(value: float, row: dict, res: Results, metric: str) -> Side:
     digest = throughput_digest(row) if metric == "inferences_per_s" else None
     return Side((value,), (digest,) if digest else (), res.figures_id if digest else res.machine_id,
-                row.get("method") or res.method, row.get("mode"))
+                row.get("method") or res.method, row.get("mode"), str(row.get("seq")))
 
 
 def _key_order(key: tuple[str, str, str]) -> tuple:

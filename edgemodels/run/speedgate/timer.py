@@ -204,7 +204,8 @@ def _rt_budget() -> tuple[int | None, int | None]:
     values = []
     for name in ("sched_rt_runtime_us", "sched_rt_period_us"):
         try:
-            values.append(int(open(f"/proc/sys/kernel/{name}").read()))
+            with open(f"/proc/sys/kernel/{name}", encoding="ascii") as f:
+                values.append(int(f.read()))
         except (OSError, ValueError):
             values.append(None)
     return values[0], values[1]

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
-from edgemodels.store.files import disk_full
+from edgemodels.store.files import disk_full, held_lock
 from edgemodels.errors import EdgeModelsError
 
 FORMAT = "edgemodels-export/1"
@@ -143,19 +143,17 @@ def locked(out: Path) -> Iterator[None]:
     lock_file = out.parent / f".{out.name}.export.lock"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_file), timeout=0)
-        lock.acquire()
-    except Timeout:
-        raise ExportError(f"{out}: another edgemodels export into it is running (it holds {lock_file}); wait "
-                          "for it to finish, or export to another directory") from None
     except OSError as exc:
         if (err := write_error(exc, out)) is not None:
             raise err from exc
         raise
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(held_lock(lock_file, 0, lambda exc: write_error(exc, out)))
+        except Timeout:
+            raise ExportError(f"{out}: another edgemodels export into it is running (it holds {lock_file}); "
+                              "wait for it to finish, or export to another directory") from None
         yield
-    finally:
-        lock.release()
 
 
 def new_temp(out: Path) -> Path:

@@ -18,12 +18,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
-from filelock import FileLock
 
 from edgemodels.errors import EdgeModelsError
-from edgemodels.store.files import atomic_write_text, disk_full, failed_path, sha256_file
+from edgemodels.store.files import atomic_write_text, disk_full, failed_path, held_lock, sha256_file
 
 CACHE_ENV = "EDGEMODELS_CACHE"
 MANIFEST = "manifest.json"
@@ -107,20 +106,9 @@ def lock_path(final: Path) -> Path:
     return final.parent.parent / "locks" / final.parent.name / f"{final.name}.lock"
 
 
-@contextlib.contextmanager
-def _locked(path: Path, root: Path, timeout: float = -1) -> Iterator[None]:
+def _locked(path: Path, root: Path, timeout: float = -1) -> contextlib.AbstractContextManager[None]:
     """Hold the file lock at `path`; Timeout if `timeout` >= 0 runs out; CacheError on a read-only cache."""
-    try:
-        lock = FileLock(str(path), timeout=timeout)
-        lock.acquire()
-    except OSError as exc:
-        if (err := _write_error(exc, path, root)) is not None:
-            raise err from exc
-        raise
-    try:
-        yield
-    finally:
-        lock.release()
+    return held_lock(path, timeout, lambda exc: _write_error(exc, path, root))
 
 
 def _walk_files(path: Path) -> dict[str, int]:

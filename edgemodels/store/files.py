@@ -7,13 +7,16 @@ old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+from filelock import FileLock, Timeout
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -75,3 +78,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, timeout: float, user_error: Callable[[OSError], Exception | None]) -> Iterator[None]:
+    """Hold the file lock at `path` (Timeout once `timeout` >= 0 runs out); an OSError taking it (read-only
+    directory, full disk) becomes the caller's one-line error where `user_error` returns one."""
+    try:
+        lock = FileLock(str(path), timeout=timeout)
+        lock.acquire()
+    except Timeout:
+        raise
+    except OSError as exc:
+        if (err := user_error(exc)) is not None:
+            raise err from exc
+        raise
+    try:
+        yield
+    finally:
+        lock.release()

@@ -116,7 +116,7 @@ built-in data and RepLab (at floor 1 it was just over it), at the cost of more u
 # (docs/measurements.md#mode-tolerances); its ARM tolerance is 2-5x its measured drift (docs/measurements.md#arm-diff).
 _MODES: tuple[QuantMode, ...] = (
     QuantMode("fp32", "no quantization", converter=ConverterOptions(),
-              arm_diff_tolerance=1e-4, arm_diff_measured=2.0e-5, min_compression=1.0, bytes_per_param=4.0),
+              arm_diff_tolerance=2e-3, arm_diff_measured=6.6e-4, min_compression=1.0, bytes_per_param=4.0),
     QuantMode("drq", "dynamic-range quantization (int8 weights, float activations; the paper's mode). "
                      "TF 2.21 writes per-channel FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load",
               converter=ConverterOptions(optimize=True), drop_tolerance_pts=2.0,  # int8 weights, per channel

@@ -190,6 +190,41 @@ def test_claims_tables_fit_120_columns_without_losing_words():
             assert w in words
 
 
+def test_claims_print_one_line_each_with_their_wording_in_numbered_notes():
+    """Issue 24: claim, paper, our figure and verdict on one line per claim; definitions, detail and caveats as
+    numbered notes under the table (the old table wrapped prose into five narrow columns: 60 lines for 6 claims)."""
+    from edgemodels.report import claims as report_claims
+    from edgemodels.study import criteria
+
+    acc = type("Acc", (), {"accuracy": 0.7457, "n": 2540})
+    ref = type("Acc", (), {"accuracy": 0.7760, "n": 2540})
+    row = type("R", (), {"model": "mobilebert", "mode": "drq-compat", "seq": "128", "inferences_per_s": 4.54,
+                         "method": "projected", "threads": 2, "runtime": "ai-edge-litert", "runtime_version": "2.3.0"})
+    made = [report_claims.size_ratio(criteria.RATIOS[0], 161.1, "4,022,059,164 / 24,965,880 bytes"),
+            report_claims.accuracy_drop("mpnet-base", "minilm-l6", ref, acc, "replab:/data/replab2013",
+                                        "scale 'ci' is a reduced training budget"),
+            report_claims.strict_ratio(171.9, "minilm-l6-pruned-w4-128", 7_783_264, 8_362_322, acc,
+                                       "mpnet-base-fp32-128", ref, "", None),
+            report_claims.speed([row], "pi3", 1.0)]
+    text = claims_table(made)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 120, text
+    body = [line for line in lines[2:] if line.startswith("|")]
+    assert len(body) == len(made), text  # one line per claim: nothing wraps
+    assert "| 4.54/s projected, mobilebert |" in text.replace("  ", " ").replace("  ", " ")  # where it was made
+    assert "met; untested" in body[1] and "holds" not in body[1]
+    notes = "\n".join(lines[2 + len(body):])
+    for i, c in enumerate(made, 1):
+        assert f"[{i}] {c.claim}:" in notes and f"[{i}]" in body[i - 1]
+    words = " ".join(notes.split())
+    assert "met here, claim not tested: scale 'ci' is a reduced training budget" in words
+    assert "checkpoint:" in words and "n=2540, replab:/data/replab2013" in words
+    merged = [{**vars(c), "device": "pi3", "created": "2026-12-06T17:00:00+00:00"} for c in made]
+    text = merged_claims_table(merged)
+    assert max(len(line) for line in text.splitlines()) <= 120 and "runs: pi3 2026-12-06" in text, text
+    assert sum(line.startswith("| [") for line in text.splitlines()) == len(made), text
+
+
 def test_delta_vs_fp32_is_negative_for_a_loss_in_table_and_json():
     """One sign everywhere: the CI table's "drop +15.3" was a loss, the paper table's "+0.2" a gain."""
     rep = Report("desktop", {})

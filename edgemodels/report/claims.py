@@ -48,7 +48,8 @@ def size_ratio(defn: criteria.RatioDefinition, value: float, detail: str) -> Cla
     return Claim(
         claim="quantized MobileBERT ~160x smaller than BERT-Large", paper="160x",
         ours=f"{value:.1f}x ({detail})", definition=f"{defn.name}: {defn.numerator} / {defn.denominator}",
-        holds=value >= criteria.PAPER_RATIO_HOLDS)
+        holds=value >= criteria.PAPER_RATIO_HOLDS, label=f"~160x smaller ({defn.name})",
+        figure=f"{value:.1f}x")
 
 
 def accuracy_drop(large: str, compact: str, a_big, a_small, data_spec: str, why_untested: str | None) -> Claim:
@@ -60,7 +61,8 @@ def accuracy_drop(large: str, compact: str, a_big, a_small, data_spec: str, why_
              f"n={a_big.n}, {data_spec})",
         definition=f"Δ = {compact} drq .tflite accuracy - {large} fp32 .tflite accuracy, same evaluation split; "
                    "negative = loss",
-        holds=drop <= criteria.PAPER_DROP_PTS, caveat=why_untested)
+        holds=drop <= criteria.PAPER_DROP_PTS, caveat=why_untested, label="loses <= 4.1 points",
+        figure=f"Δ {0.0 - drop:+.2f} pt")
 
 
 def strict_ratio(ratio: float, case_id: str, size: int, budget: int, acc, ref_id: str, ref_acc, left_out: str,
@@ -74,7 +76,8 @@ def strict_ratio(ratio: float, case_id: str, size: int, budget: int, acc, ref_id
         definition="strict: BERT-Large fp32 .tflite bytes / the smallest deployable compact artifact within 4.1 pt "
                    "of the large reference's fp32 accuracy, among those the device's runtime is not known to refuse "
                    "(edgemodels/study/expected.py); its loading is checked by test_compat",
-        holds=ratio >= criteria.STRICT_RATIO, caveat=why_untested)
+        holds=ratio >= criteria.STRICT_RATIO, caveat=why_untested, label="160x deployable within 4.1 pt",
+        figure=f"{ratio:.1f}x, Δ {0.0 - drop:+.2f} pt")
 
 
 def speed(rows: Iterable[Row], device: str, target_per_s: float) -> Claim | None:
@@ -91,7 +94,8 @@ def speed(rows: Iterable[Row], device: str, target_per_s: float) -> Claim | None
         claim=f">= 1 tweet/s on {device}", paper=">= 1/s (Pi 3, Pi 4, desktop)",
         ours=f"{best.model} {best.mode}: {best.inferences_per_s:.3g}/s ({best.method}) [{shown}]",
         definition=f"batch 1, seq 128, {best.threads} thread(s), {best.runtime} {best.runtime_version}",
-        holds=best.inferences_per_s >= target_per_s)
+        holds=best.inferences_per_s >= target_per_s, label=f">= 1 tweet/s on {device}",
+        figure=f"{best.inferences_per_s:.3g}/s {best.method}, {best.model}")
 
 
 def load_claims(path: Path) -> tuple[str, str, list[Claim]]:
@@ -102,7 +106,7 @@ def load_claims(path: Path) -> tuple[str, str, list[Claim]]:
             raise ReportError(f"{path}: field {name!r} missing or not a {kind.__name__}")
     claims = []
     wanted = [f.name for f in Claim.__dataclass_fields__.values()]
-    optional = {"caveat"}  # reports written before issue 12 lack it
+    optional = {"caveat", "label", "figure"}  # reports before issue 12 lack the caveat, before 2026-12-06 the others
     for i, c in enumerate(doc["claims"]):
         missing = [k for k in wanted if k not in optional and (not isinstance(c, dict) or k not in c)]
         if missing:

@@ -111,6 +111,12 @@ class Claim:
     caveat: str | None = None
     """Why this run cannot test the claim (budget, data, an under-trained reference); the verdict then says so
     instead of "holds" (issue 12 item 6). None: the run can test it."""
+    label: str | None = None
+    """The claim in a few words, for one-line terminal tables (the full `claim` goes in the notes under them);
+    None (reports written before it): the table shortens `claim`."""
+    figure: str | None = None
+    """The figure that leads `ours`, with where it was made when that is a time ("60.7/s measured, mobilebert"),
+    for the same tables; None: the table cuts `ours` short."""
 
 
 def seq_key(seq: str) -> tuple[int, int, str]:

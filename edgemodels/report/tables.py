@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from tabulate import tabulate
 
 from edgemodels.report.pareto import large_fp32_bytes, pareto_rows
-from edgemodels.report.rows import Claim, Row, check_speed_label
+from edgemodels.report.rows import METHODS, Claim, Row, check_speed_label
 from edgemodels.study.criteria import STRICT_RATIO
 
 def _fmt_mb(n: float | None) -> str:
@@ -217,23 +217,65 @@ def verdict(holds: bool | None, caveat: str | None = None) -> str:
     return f"{'met' if holds else 'not met'} here, claim not tested: {caveat}"
 
 
+def _cut(text: str, at: tuple[str, ...], most: int) -> str:
+    """`text` up to the first of `at` (its detail follows there); still longer than `most`: cut there with '…'."""
+    for sep in at:
+        i = text.find(sep)
+        if 0 < i:
+            text = text[:i]
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
+def _headline(ours: str) -> str:
+    """The figure that leads `ours` ("161.1x", "Δ -3.03 pt", "mobilebert drq-compat: 13.0/s (projected)"); the
+    rest is detail."""
+    head = _cut(ours, (" (", " ["), 10**6)
+    head = head if len(head) <= 30 else _cut(head, (": ",), 30)
+    where = ours[len(head):].split(")", 1)[0].removeprefix(" (")
+    return f"{head} ({where})" if where in METHODS else head  # where a figure was made stays beside it
+
+
+def _short_verdict(holds: bool | None, caveat: str | None) -> str:
+    if holds is None or not caveat:
+        return _VERDICT[holds]
+    return "met; untested" if holds else "not met; untested"
+
+
+def _claim_lines(claims: list[dict[str, Any]], run: bool, width: int) -> str:
+    """One line per claim (claim, paper, our headline figure, verdict[, run]) and a numbered note each with the
+    full wording: the claim, our figure with its detail, the definition, and why a run cannot test it."""
+    body, notes = [], []
+    for i, c in enumerate(claims, 1):
+        line = [f"[{i}]", c.get("label") or _cut(c["claim"], (), 30), _cut(c["paper"], (" (",), 16),
+                c.get("figure") or _headline(c["ours"]), _short_verdict(c["holds"], c.get("caveat"))]
+        body.append(line + ([c["device"]] if run else []))
+        note = f"[{i}] {c['claim']}: {c['ours']}; definition: {c['definition']}"
+        if c["paper"] != line[2]:
+            note += f"; paper: {c['paper']}"
+        if c.get("caveat"):
+            note += f"; {verdict(c['holds'], c['caveat'])}"
+        notes.append(note)
+    headers = ["", "claim", "paper", "ours", "verdict"] + (["run"] if run else [])
+    text = fit(headers, body, wrap=(1, 3), width=width)
+    if run:
+        runs = dict.fromkeys(f"{c['device']} {c['created'][:10]}" for c in claims)
+        notes.insert(0, "runs: " + ", ".join(runs))
+    return text + "\n" + "\n".join(wrap_lines(notes, width))
+
+
 def claims_table(claims: Iterable[Claim], width: int = TABLE_WIDTH) -> str:
-    """Paper claim vs what this run found, with how 'ours' was defined (long cells wrap to fit `width`)."""
+    """Paper claim vs what this run found, one line each; definitions, detail and caveats in notes under it."""
     claims = list(claims)
     if not claims:
         return "(no paper claims evaluated)"
-    return fit(["claim", "paper", "ours", "verdict", "definition"],
-                [[c.claim, c.paper, c.ours, verdict(c.holds, c.caveat), c.definition] for c in claims],
-                wrap=(0, 1, 2, 3, 4), width=width)
+    return _claim_lines([vars(c) for c in claims], run=False, width=width)
 
 
-def merged_claims_table(merged: list[dict[str, Any]]) -> str:
+def merged_claims_table(merged: list[dict[str, Any]], width: int = TABLE_WIDTH) -> str:
+    """The claims of several runs (`claims.merge_claims`), one line each with the device whose run it came from."""
     if not merged:
         return "(no paper claims in these reports)"
-    return fit(["claim", "paper", "our measurement", "definition", "holds?", "run"],
-                [[c["claim"], c["paper"], c["ours"], c["definition"], verdict(c["holds"], c.get("caveat")),
-                  f"{c['device']}, {c['created'][:10]}"] for c in merged],
-                wrap=(0, 1, 2, 3, 5))
+    return _claim_lines(merged, run=True, width=width)
 
 
 def pareto_table(rows: list[Row], width: int = TABLE_WIDTH) -> str:

@@ -372,6 +372,17 @@ def test_the_scripts_package_imports_resolve(script):
     assert found, f"scripts/{script} imports nothing from edgemodels: this test checks nothing there"
 
 
+def test_resave_baselines_refuses_what_it_cannot_resave_in_one_line():
+    """scripts/resave-baselines re-saves only the devices already committed for a data kind and scale: a call without
+    a scale, or for a folder with no baselines, exits 2 saying which folder, before any bench run."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "resave-baselines"
+    bare = subprocess.run([str(script)], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "usage: scripts/resave-baselines ci|paper" in bare.stderr, bare.stderr
+    none = subprocess.run([str(script), "paper", "csv:/nowhere/tweets.csv"], capture_output=True, text=True, timeout=60)
+    assert none.returncode == 2 and "no committed baselines in bench/baselines/csv/paper" in none.stderr, none.stderr
+    assert "==" not in none.stdout  # no device was run
+
+
 def test_a_dynamic_length_model_is_gated_on_its_median_length_tweet():
     from edgemodels.run.targets import GateRequest
     from edgemodels.run.worker import median_length_feed

@@ -211,7 +211,9 @@ def test_claims_merges_device_runs_and_drops_repeats(tmp_path):
     assert rc == 0, err
     lines = [line for line in out.splitlines() if line.startswith("| ")]
     assert len(lines) == 1 + 3  # header + size once + one speed line per device
-    assert out.count("161.1x") == 1 and "DOES NOT HOLD" in out and "pi3, 20" in out
+    table = "\n".join(lines)  # one line per claim; its full wording in a numbered note under the table
+    assert table.count("161.1x") == 1 and "DOES NOT HOLD" in table and "| pi3 " in table, out
+    assert out.count("[1] ~160x smaller: 161.1x") == 1 and "runs: desktop 20" in out and ", pi3 20" in out, out
     d = _json(["claims", str(a), str(b), "--json"])
     assert [c["device"] for c in d["claims"]] == ["desktop", "desktop", "pi3"]
 

@@ -115,7 +115,7 @@ class Claim:
     """The claim in a few words, for one-line terminal tables (the full `claim` goes in the notes under them);
     None (reports written before it): the table shortens `claim`."""
     figure: str | None = None
-    """The figure that leads `ours`, with where it was made when that is a time ("60.7/s measured, mobilebert"),
+    """The figure that leads `ours`, with where it was made when that is a time ("160/s measured, mobilebert"),
     for the same tables; None: the table cuts `ours` short."""
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-
 from edgemodels.errors import EdgeModelsError
 from edgemodels.store.files import atomic_write_text, disk_full, failed_path, held_lock, sha256_file
 
